@@ -1,0 +1,215 @@
+//! The encoder: tokenizer + BERT forward + pooling, producing for each text a mean-pooled,
+//! L2-normalised vector (the e5 recipe) and, when the model directory carries a BERT
+//! pooler (fine-tuned `BertForSequenceClassification` checkpoints), the pooled `[CLS]`
+//! vector its classifier expects. One forward pass serves both.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{Linear, Module, VarBuilder};
+use candle_transformers::models::bert::{BertModel, Config};
+use serde::Deserialize;
+use std::path::Path;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// Optional `triage.json` in a model directory: how to feed text to this encoder.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct EncoderSettings {
+    /// Prefix added to every text before tokenisation (`"query: "` for e5 models).
+    pub query_prefix: Option<String>,
+    /// A human readable model id.
+    pub model_id: Option<String>,
+}
+
+/// A tokenised text ready for a batch.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    pub ids: Vec<u32>,
+    /// True when the text was longer than the model's window and was cut.
+    pub truncated: bool,
+}
+
+/// The output of one forward pass over a batch.
+pub struct EncoderOutput {
+    /// `[n, hidden]` mean-pooled, L2-normalised vectors.
+    pub embeddings: Tensor,
+    /// `[n, hidden]` BERT pooler output (`tanh(W h_cls + b)`) when the model has a pooler.
+    pub pooled_cls: Option<Tensor>,
+}
+
+/// A loaded BERT encoder with its tokenizer.
+pub struct Encoder {
+    bert: BertModel,
+    pooler: Option<Linear>,
+    tokenizer: Tokenizer,
+    config: Config,
+    device: Device,
+    prefix: String,
+    max_tokens: usize,
+    pad_id: u32,
+    model_id: String,
+}
+
+impl Encoder {
+    /// Load `config.json`, `tokenizer.json` and `model.safetensors` from a directory.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config_text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .with_context(|| format!("{} is not a BERT config", config_path.display()))?;
+        let raw: serde_json::Value = serde_json::from_str(&config_text)?;
+        let settings: EncoderSettings = match std::fs::read_to_string(dir.join("triage.json")) {
+            Ok(s) => serde_json::from_str(&s).context("parsing triage.json")?,
+            Err(_) => EncoderSettings::default(),
+        };
+        let weights = dir.join("model.safetensors");
+        if !weights.exists() {
+            bail!("{} has no model.safetensors", dir.display());
+        }
+        // SAFETY: the file is memory-mapped read-only; the model directory must not be
+        // modified in place while loaded (reloads write a new directory and swap).
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)
+                .with_context(|| format!("loading {}", weights.display()))?
+        };
+        let bert = BertModel::load(vb.clone(), &config)
+            .with_context(|| format!("{} does not match its config.json", weights.display()))?;
+        let pooler = ["bert.pooler.dense", "pooler.dense"]
+            .iter()
+            .find(|p| vb.contains_tensor(&format!("{p}.weight")))
+            .map(|p| {
+                candle_nn::linear(config.hidden_size, config.hidden_size, vb.pp(p))
+                    .context("loading the BERT pooler")
+            })
+            .transpose()?;
+        let is_classifier = raw.get("id2label").is_some() && vb.contains_tensor("classifier.weight");
+        let prefix = settings.query_prefix.clone().unwrap_or_else(|| {
+            if is_classifier {
+                String::new()
+            } else {
+                "query: ".to_string()
+            }
+        });
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| anyhow::anyhow!("loading tokenizer.json: {e}"))?;
+        let max_tokens = config.max_position_embeddings.min(512);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length: max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| anyhow::anyhow!("configuring truncation: {e}"))?;
+        tokenizer.with_padding(None);
+        let pad_id = tokenizer
+            .token_to_id("<pad>")
+            .or_else(|| tokenizer.token_to_id("[PAD]"))
+            .unwrap_or(config.pad_token_id as u32);
+        let model_id = settings.model_id.clone().unwrap_or_else(|| {
+            dir.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "model".to_string())
+        });
+        Ok(Self {
+            bert,
+            pooler,
+            tokenizer,
+            config,
+            device: device.clone(),
+            prefix,
+            max_tokens,
+            pad_id,
+            model_id,
+        })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+    pub fn has_pooler(&self) -> bool {
+        self.pooler.is_some()
+    }
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokenise texts with the model's prefix, special tokens and truncation.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokenized>> {
+        let inputs: Vec<String> = texts.iter().map(|t| format!("{}{t}", self.prefix)).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| Tokenized {
+                truncated: !e.get_overflowing().is_empty(),
+                ids: e.get_ids().to_vec(),
+            })
+            .collect())
+    }
+
+    /// Run one forward pass over tokenised texts (padded to the longest).
+    pub fn forward(&self, batch: &[&Tokenized]) -> Result<EncoderOutput> {
+        let n = batch.len();
+        if n == 0 {
+            bail!("empty batch");
+        }
+        let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(n * len);
+        let mut mask = Vec::with_capacity(n * len);
+        for t in batch {
+            ids.extend_from_slice(&t.ids);
+            mask.extend(std::iter::repeat_n(1u32, t.ids.len()));
+            ids.extend(std::iter::repeat_n(self.pad_id, len - t.ids.len()));
+            mask.extend(std::iter::repeat_n(0u32, len - t.ids.len()));
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let type_ids = ids.zeros_like()?;
+        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
+        let embeddings = mean_pool_normalize(&hidden, &mask)?;
+        let pooled_cls = match &self.pooler {
+            Some(p) => Some(p.forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?),
+            None => None,
+        };
+        Ok(EncoderOutput {
+            embeddings,
+            pooled_cls,
+        })
+    }
+
+    /// Tokenise and embed texts, in chunks of `batch_size`; returns one vector per text.
+    pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        let tokens = self.tokenize(texts)?;
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in tokens.chunks(batch_size.max(1)) {
+            let refs: Vec<&Tokenized> = chunk.iter().collect();
+            out.extend(self.forward(&refs)?.embeddings.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+}
+
+/// Mean over the unmasked positions, then L2 normalisation.
+pub fn mean_pool_normalize(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let mask = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+    let mean = summed.broadcast_div(&counts)?;
+    let norm = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    Ok(mean.broadcast_div(&norm)?)
+}
