@@ -1,1 +1,5 @@
-fn main() {}
+//! The `triage` binary: parses the command line and hands over to [`triage::cli`].
+
+fn main() {
+    std::process::exit(triage::cli::main());
+}

