@@ -28,7 +28,8 @@ impl Labeled {
 /// Read one JSONL file. Blank lines are skipped; anything else that is not an object with
 /// a string `text` is an error naming the line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Labeled>> {
-    let content = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let content =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_jsonl(&content).with_context(|| format!("in {}", path.display()))
 }
 
@@ -50,7 +51,8 @@ pub fn parse_jsonl(content: &str) -> Result<Vec<Labeled>> {
             Some(_) => bail!("line {n}: field 'text' must be a string"),
             None => bail!("line {n}: missing field 'text'"),
         }
-        let row: Labeled = serde_json::from_value(value).with_context(|| format!("line {n}: bad field types"))?;
+        let row: Labeled =
+            serde_json::from_value(value).with_context(|| format!("line {n}: bad field types"))?;
         rows.push(row);
     }
     Ok(rows)
@@ -92,14 +94,18 @@ mod tests {
         let err = parse_jsonl("{\"text\":\"a\"}\n{oops\n").unwrap_err();
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
         let err = parse_jsonl("{\"text\":\"a\"}\n\n{\"lang\":\"en\"}\n").unwrap_err();
-        assert!(format!("{err:#}").contains("line 3: missing field 'text'"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("line 3: missing field 'text'"),
+            "{err:#}"
+        );
         let err = parse_jsonl("{\"text\":5}").unwrap_err();
         assert!(format!("{err:#}").contains("must be a string"), "{err:#}");
     }
 
     #[test]
     fn null_labels_and_extra_fields_are_fine() {
-        let rows = parse_jsonl("{\"text\":\"hi\",\"lang\":\"en\",\"intent\":null,\"x\":1}\n").unwrap();
+        let rows =
+            parse_jsonl("{\"text\":\"hi\",\"lang\":\"en\",\"intent\":null,\"x\":1}\n").unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].intent, None);
         assert_eq!(rows[0].lang(), "en");

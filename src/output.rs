@@ -29,7 +29,10 @@ impl ClassificationView {
             score: 0.0,
         });
         let emotion = p.emotions.as_ref().and_then(|e| e.first().cloned());
-        let sentiment = emotion.as_ref().map(|e| sentiment_of(&e.label)).unwrap_or("neutral");
+        let sentiment = emotion
+            .as_ref()
+            .map(|e| sentiment_of(&e.label))
+            .unwrap_or("neutral");
         Self {
             text: text.to_string(),
             intent,

@@ -35,7 +35,10 @@ pub const LANGUAGES: [&str; 12] = [
 
 /// Order labels found in data: taxonomy labels first in taxonomy order, then any others
 /// alphabetically.
-pub fn order_labels<'a>(found: impl IntoIterator<Item = &'a str>, taxonomy: &[&str]) -> Vec<String> {
+pub fn order_labels<'a>(
+    found: impl IntoIterator<Item = &'a str>,
+    taxonomy: &[&str],
+) -> Vec<String> {
     let mut found: Vec<&str> = found.into_iter().collect();
     found.sort_unstable();
     found.dedup();
@@ -44,7 +47,12 @@ pub fn order_labels<'a>(found: impl IntoIterator<Item = &'a str>, taxonomy: &[&s
         .filter(|t| found.contains(t))
         .map(|t| t.to_string())
         .collect();
-    out.extend(found.iter().filter(|f| !taxonomy.contains(f)).map(|f| f.to_string()));
+    out.extend(
+        found
+            .iter()
+            .filter(|f| !taxonomy.contains(f))
+            .map(|f| f.to_string()),
+    );
     out
 }
 
@@ -54,7 +62,10 @@ mod tests {
 
     #[test]
     fn labels_follow_taxonomy_order_then_extras() {
-        let got = order_labels(["zzz", "refund_status", "order_status", "refund_status"], &INTENTS);
+        let got = order_labels(
+            ["zzz", "refund_status", "order_status", "refund_status"],
+            &INTENTS,
+        );
         assert_eq!(got, vec!["order_status", "refund_status", "zzz"]);
     }
 }

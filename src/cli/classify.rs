@@ -48,7 +48,8 @@ pub fn collect_texts(texts: &[String], input: Option<&PathBuf>) -> Result<Vec<St
             Box::new(std::io::stdin().lock())
         } else {
             Box::new(std::io::BufReader::new(
-                std::fs::File::open(path).map_err(|e| InputError(format!("cannot open {name}: {e}")))?,
+                std::fs::File::open(path)
+                    .map_err(|e| InputError(format!("cannot open {name}: {e}")))?,
             ))
         };
         for (i, line) in reader.lines().enumerate() {
@@ -61,8 +62,15 @@ pub fn collect_texts(texts: &[String], input: Option<&PathBuf>) -> Result<Vec<St
                 .map_err(|e| InputError(format!("{name} line {n}: invalid JSON ({e})")))?;
             let text = match v.get("text") {
                 Some(serde_json::Value::String(s)) => s.clone(),
-                Some(_) => return Err(InputError(format!("{name} line {n}: field 'text' must be a string")).into()),
-                None => return Err(InputError(format!("{name} line {n}: missing field 'text'")).into()),
+                Some(_) => {
+                    return Err(InputError(format!(
+                        "{name} line {n}: field 'text' must be a string"
+                    ))
+                    .into())
+                }
+                None => {
+                    return Err(InputError(format!("{name} line {n}: missing field 'text'")).into())
+                }
             };
             if text.trim().is_empty() {
                 return Err(InputError(format!("{name} line {n}: field 'text' is empty")).into());
@@ -71,7 +79,10 @@ pub fn collect_texts(texts: &[String], input: Option<&PathBuf>) -> Result<Vec<St
         }
     }
     if out.is_empty() {
-        return Err(InputError("nothing to do: give TEXT arguments or --input FILE.jsonl (- for stdin)".into()).into());
+        return Err(InputError(
+            "nothing to do: give TEXT arguments or --input FILE.jsonl (- for stdin)".into(),
+        )
+        .into());
     }
     Ok(out)
 }

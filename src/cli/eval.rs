@@ -37,10 +37,13 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         reports.push(r);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "model": model.model_id(),
-            "reports": reports,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "model": model.model_id(),
+                "reports": reports,
+            }))?
+        );
     }
     Ok(())
 }

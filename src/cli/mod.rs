@@ -86,9 +86,11 @@ pub fn main() -> i32 {
         Command::Eval(a) => eval::run(&a),
         Command::Train(a) => train::run(&a),
         Command::Import(a) => import::run(&a),
-        Command::Provision { cache_dir } => provision::ensure_default_model(&cache_dir).map(|dir| {
-            println!("{}", dir.display());
-        }),
+        Command::Provision { cache_dir } => {
+            provision::ensure_default_model(&cache_dir).map(|dir| {
+                println!("{}", dir.display());
+            })
+        }
     };
     match result {
         Ok(()) => 0,

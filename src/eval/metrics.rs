@@ -111,7 +111,13 @@ pub fn expected_calibration_error(confidence: &[f32], correct: &[bool], bins: us
 }
 
 /// Evaluate one task. All slices are parallel.
-pub fn evaluate_task(task: &str, gold: &[&str], pred: &[&str], confidence: &[f32], langs: &[&str]) -> TaskReport {
+pub fn evaluate_task(
+    task: &str,
+    gold: &[&str],
+    pred: &[&str],
+    confidence: &[f32],
+    langs: &[&str],
+) -> TaskReport {
     let n = gold.len();
     let correct: Vec<bool> = gold.iter().zip(pred).map(|(g, p)| g == p).collect();
     let accuracy = if n == 0 {

@@ -18,10 +18,17 @@ pub struct EvalReport {
 
 /// Predict every row once and score the tasks whose labels the rows carry (rows with a
 /// null label are skipped for that task).
-pub fn evaluate(model: &Model, data_name: &str, rows: &[Labeled], batch_size: usize) -> Result<EvalReport> {
+pub fn evaluate(
+    model: &Model,
+    data_name: &str,
+    rows: &[Labeled],
+    batch_size: usize,
+) -> Result<EvalReport> {
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let preds = model.predict(&texts, batch_size)?;
-    let task = |name: &str, gold_of: &dyn Fn(&Labeled) -> Option<&str>, pick: &dyn Fn(usize) -> Option<(String, f32)>| {
+    let task = |name: &str,
+                gold_of: &dyn Fn(&Labeled) -> Option<&str>,
+                pick: &dyn Fn(usize) -> Option<(String, f32)>| {
         let mut gold = Vec::new();
         let mut pred = Vec::new();
         let mut conf = Vec::new();

@@ -158,7 +158,7 @@ impl E5s1Model {
                 E5s1Dtype::F32 => elements * 4,
                 E5s1Dtype::Q4_0 => {
                     ensure!(
-                        elements % Q4_BLOCK == 0,
+                        elements.is_multiple_of(Q4_BLOCK),
                         "Q4_0 tensor '{name}' has {elements} elements, not a multiple of 32"
                     );
                     elements / Q4_BLOCK * Q4_BLOCK_BYTES

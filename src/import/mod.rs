@@ -85,7 +85,10 @@ pub fn write_hf_dir(m: &E5s1Model, tokenizer_json: &Path, out: &Path) -> Result<
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for t in &m.tensors {
         let Some(name) = hf_tensor_name(&t.name) else {
-            anyhow::bail!("E5S1 tensor '{}' has no Hugging Face BERT equivalent", t.name);
+            anyhow::bail!(
+                "E5S1 tensor '{}' has no Hugging Face BERT equivalent",
+                t.name
+            );
         };
         let values = m.dequantize(t)?;
         let shape = m.shape_of(t)?;

@@ -12,7 +12,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     }
     let ordinal = match spec.as_str() {
         "cuda" | "gpu" => Some(0),
-        s => s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()),
+        s => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok()),
     };
     let Some(ordinal) = ordinal else {
         bail!("unknown device '{spec}': use cpu, cuda or cuda:N");

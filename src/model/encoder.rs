@@ -82,7 +82,8 @@ impl Encoder {
                     .context("loading the BERT pooler")
             })
             .transpose()?;
-        let is_classifier = raw.get("id2label").is_some() && vb.contains_tensor("classifier.weight");
+        let is_classifier =
+            raw.get("id2label").is_some() && vb.contains_tensor("classifier.weight");
         let prefix = settings.query_prefix.clone().unwrap_or_else(|| {
             if is_classifier {
                 String::new()
@@ -148,7 +149,10 @@ impl Encoder {
 
     /// Tokenise texts with the model's prefix, special tokens and truncation.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokenized>> {
-        let inputs: Vec<String> = texts.iter().map(|t| format!("{}{t}", self.prefix)).collect();
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{}{t}", self.prefix))
+            .collect();
         let encodings = self
             .tokenizer
             .encode_batch(inputs, true)
@@ -192,16 +196,30 @@ impl Encoder {
         })
     }
 
-    /// Tokenise and embed texts, in chunks of `batch_size`; returns one vector per text.
+    /// Tokenise and embed texts in length-sorted batches of `batch_size`; returns one
+    /// vector per text, in input order.
     pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
         let tokens = self.tokenize(texts)?;
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in tokens.chunks(batch_size.max(1)) {
-            let refs: Vec<&Tokenized> = chunk.iter().collect();
-            out.extend(self.forward(&refs)?.embeddings.to_vec2::<f32>()?);
+        let mut out = vec![Vec::new(); texts.len()];
+        for batch in length_sorted_batches(&tokens, batch_size) {
+            let refs: Vec<&Tokenized> = batch.iter().map(|&i| &tokens[i]).collect();
+            let vectors = self.forward(&refs)?.embeddings.to_vec2::<f32>()?;
+            for (i, v) in batch.into_iter().zip(vectors) {
+                out[i] = v;
+            }
         }
         Ok(out)
     }
+}
+
+/// Group indices into batches of similar length (sorted by token count) to cut padding.
+pub fn length_sorted_batches(tokens: &[Tokenized], batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..tokens.len()).collect();
+    order.sort_by_key(|&i| tokens[i].ids.len());
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
 }
 
 /// Mean over the unmasked positions, then L2 normalisation.
@@ -210,6 +228,10 @@ pub fn mean_pool_normalize(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
     let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
     let mean = summed.broadcast_div(&counts)?;
-    let norm = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let norm = mean
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
     Ok(mean.broadcast_div(&norm)?)
 }

@@ -93,7 +93,11 @@ impl Head {
 }
 
 /// Load our heads directory (`heads.safetensors` + `heads.json`).
-pub fn load_heads(dir: &Path, hidden_size: usize, device: &Device) -> Result<(HeadsMeta, Vec<Head>)> {
+pub fn load_heads(
+    dir: &Path,
+    hidden_size: usize,
+    device: &Device,
+) -> Result<(HeadsMeta, Vec<Head>)> {
     let meta_path = dir.join(HEADS_META);
     let meta: HeadsMeta = serde_json::from_str(
         &std::fs::read_to_string(&meta_path)
@@ -125,12 +129,13 @@ pub fn load_heads(dir: &Path, hidden_size: usize, device: &Device) -> Result<(He
         } else {
             (None, hidden_size)
         };
-        let out = candle_nn::linear(out_in, spec.labels.len(), vb.pp("out")).with_context(|| {
-            format!(
-                "head '{name}' weights do not match its {} labels and input size {out_in}",
-                spec.labels.len()
-            )
-        })?;
+        let out =
+            candle_nn::linear(out_in, spec.labels.len(), vb.pp("out")).with_context(|| {
+                format!(
+                    "head '{name}' weights do not match its {} labels and input size {out_in}",
+                    spec.labels.len()
+                )
+            })?;
         heads.push(Head {
             name: name.clone(),
             labels: spec.labels.clone(),
@@ -167,14 +172,18 @@ pub fn load_hf_classifier(dir: &Path, hidden_size: usize, device: &Device) -> Re
         labels[idx] = v.as_str().unwrap_or_default().to_string();
     }
     if labels.iter().any(|l| l.is_empty()) {
-        bail!("id2label in {} has gaps or non-string labels", dir.display());
+        bail!(
+            "id2label in {} has gaps or non-string labels",
+            dir.display()
+        );
     }
-    let out = candle_nn::linear(hidden_size, labels.len(), vb.pp("classifier")).with_context(|| {
-        format!(
-            "classifier.weight does not match {} labels in id2label",
-            labels.len()
-        )
-    })?;
+    let out =
+        candle_nn::linear(hidden_size, labels.len(), vb.pp("classifier")).with_context(|| {
+            format!(
+                "classifier.weight does not match {} labels in id2label",
+                labels.len()
+            )
+        })?;
     Ok(Some(Head {
         name: "intent".to_string(),
         labels,

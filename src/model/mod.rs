@@ -6,6 +6,7 @@ pub mod device;
 pub mod encoder;
 pub mod heads;
 pub mod provision;
+pub mod tiny;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -93,7 +94,9 @@ impl Model {
             }
             None => (None, Vec::new()),
         };
-        let take = |name: &str, v: &mut Vec<Head>| v.iter().position(|h| h.name == name).map(|i| v.remove(i));
+        let take = |name: &str, v: &mut Vec<Head>| {
+            v.iter().position(|h| h.name == name).map(|i| v.remove(i))
+        };
         let intent = match (take("intent", &mut own), hf_intent) {
             (Some(h), _) => h,
             (None, Some(h)) => h,
@@ -104,7 +107,10 @@ impl Model {
             ),
         };
         if intent.input == HeadInput::PooledCls && !encoder.has_pooler() {
-            bail!("{}: classifier present but the BERT pooler weights are missing", dir.display());
+            bail!(
+                "{}: classifier present but the BERT pooler weights are missing",
+                dir.display()
+            );
         }
         let emotion = take("emotion", &mut own);
         Ok(Self {
@@ -150,12 +156,16 @@ impl Model {
     /// Tokenise and predict texts, `batch_size` at a time.
     pub fn predict(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Prediction>> {
         let tokens = self.encoder.tokenize(texts)?;
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in tokens.chunks(batch_size.max(1)) {
-            let refs: Vec<&Tokenized> = chunk.iter().collect();
-            out.extend(self.predict_tokenized(&refs)?);
+        let mut out: Vec<Option<Prediction>> = vec![None; texts.len()];
+        for batch in encoder::length_sorted_batches(&tokens, batch_size) {
+            let refs: Vec<&Tokenized> = batch.iter().map(|&i| &tokens[i]).collect();
+            for (i, p) in batch.into_iter().zip(self.predict_tokenized(&refs)?) {
+                out[i] = Some(p);
+            }
         }
-        Ok(out)
+        out.into_iter()
+            .map(|p| p.context("a text got no prediction"))
+            .collect()
     }
 
     fn head_probs(&self, head: &Head, out: &EncoderOutput) -> Result<Vec<Vec<f32>>> {
@@ -176,8 +186,12 @@ pub fn resolve_model_dir(opts: &ModelOptions) -> Result<(PathBuf, bool)> {
     Ok(match opts.model.as_deref() {
         None | Some("default") => (provision::ensure_default_model(&opts.cache_dir)?, true),
         Some(spec) if Path::new(spec).exists() => (PathBuf::from(spec), false),
-        Some(spec) if looks_like_hub_id(spec) => (provision::fetch_from_hub(spec, &opts.cache_dir)?, false),
-        Some(spec) => bail!("--model '{spec}' is neither an existing directory nor a hub id (owner/name)"),
+        Some(spec) if looks_like_hub_id(spec) => {
+            (provision::fetch_from_hub(spec, &opts.cache_dir)?, false)
+        }
+        Some(spec) => {
+            bail!("--model '{spec}' is neither an existing directory nor a hub id (owner/name)")
+        }
     })
 }
 
@@ -200,7 +214,9 @@ pub fn looks_like_hub_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
         && !spec.starts_with('.')
 }

