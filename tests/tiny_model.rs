@@ -5,7 +5,7 @@ use candle_core::Device;
 use triage::dataset::Labeled;
 use triage::import::{hf_tensor_name, write_hf_dir, E5s1Model};
 use triage::model::{tiny, Encoder, Model};
-use triage::train::{train_heads, TrainOptions};
+use triage::train::{train, TrainOptions};
 
 fn row(text: &str, intent: &str, emotion: &str) -> Labeled {
     Labeled {
@@ -71,8 +71,7 @@ fn heads_train_save_load_and_predict() {
     let tmp = tempfile::tempdir().unwrap();
     let enc_dir = tmp.path().join("enc");
     tiny::write_tiny_bert(&enc_dir, 3).unwrap();
-    let encoder = Encoder::load(&enc_dir, &Device::Cpu).unwrap();
-    let train = vec![
+    let rows = vec![
         row("where is my order", "order_status", "neutral"),
         row("where is my parcel", "order_status", "neutral"),
         row("i want a refund now !", "refund_status", "angry"),
@@ -81,13 +80,14 @@ fn heads_train_save_load_and_predict() {
         row("hi", "greeting", "satisfied"),
     ];
     let opts = TrainOptions {
-        epochs: 150,
+        epochs: 60,
         lr: 1e-2,
+        top_layers: 1,
         embed_batch: 4,
         ..TrainOptions::default()
     };
     let heads_dir = tmp.path().join("heads");
-    let report = train_heads(&encoder, &train, &train, &opts, &heads_dir).unwrap();
+    let report = train(&enc_dir, &rows, &rows, &opts, &heads_dir).unwrap();
     assert!(report.heads["intent"].dev_accuracy >= 0.83, "{report:?}");
 
     let model = Model::load_dirs(&enc_dir, Some(&heads_dir), &Device::Cpu).unwrap();
@@ -170,4 +170,55 @@ fn a_directory_without_heads_or_classifier_is_a_clear_error() {
         .err()
         .expect("must fail");
     assert!(format!("{err:#}").contains("no intent head"), "{err:#}");
+}
+
+#[test]
+fn our_bert_forward_matches_candles_bert_model() {
+    use triage::model::bert::{load_tensors, mask_bias, Bert};
+    use triage::model::encoder::mean_pool_normalize;
+    let tmp = tempfile::tempdir().unwrap();
+    tiny::write_tiny_bert(tmp.path(), 5).unwrap();
+    let enc = Encoder::load(tmp.path(), &Device::Cpu).unwrap();
+    let texts = [
+        "where is my order",
+        "hello",
+        "i want a refund now ! very angry",
+    ];
+    let reference = enc.embed(&texts, 3).unwrap();
+    let bert = Bert::from_tensors(
+        &load_tensors(tmp.path(), &Device::Cpu).unwrap(),
+        tiny::HEADS,
+        tiny::LAYERS,
+        1e-12,
+    )
+    .unwrap();
+    let toks = enc.tokenize(&texts).unwrap();
+    for (t, r) in toks.iter().zip(&reference) {
+        let ids = candle_core::Tensor::new(t.ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mask = ids.ones_like().unwrap();
+        let h = bert
+            .layers(
+                bert.embed(&ids).unwrap(),
+                &mask_bias(&mask).unwrap(),
+                0,
+                tiny::LAYERS,
+                None,
+            )
+            .unwrap();
+        let v: Vec<f32> = mean_pool_normalize(&h, &mask)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let max_diff = v
+            .iter()
+            .zip(r)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max_diff < 1e-4, "max diff {max_diff}");
+    }
 }

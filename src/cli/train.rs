@@ -1,10 +1,10 @@
-//! `triage train`: fit the heads on training-data/train, select and calibrate on
-//! training-data/dev, write a heads directory.
+//! `triage train`: fit the heads (and LoRA adapters on the top encoder layers) on
+//! training-data/train, select and calibrate on training-data/dev, write a heads directory.
 
 use super::{InputError, ModelArgs};
 use crate::dataset;
-use crate::model::{resolve_model_dir, Encoder};
-use crate::train::{train_heads, TrainOptions};
+use crate::model::resolve_model_dir;
+use crate::train::{train, TrainOptions};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -20,34 +20,42 @@ pub struct TrainArgs {
     /// Output heads directory.
     #[arg(long, default_value = "models/default")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = TrainOptions::default().epochs)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 3e-3)]
+    /// Learning rate of the heads.
+    #[arg(long, default_value_t = TrainOptions::default().lr)]
     pub lr: f64,
-    /// Hidden layer width of the heads (0 = linear).
-    #[arg(long, default_value_t = 0)]
-    pub hidden: usize,
-    #[arg(long, default_value_t = 42)]
+    /// Learning rate of the LoRA adapters.
+    #[arg(long, default_value_t = TrainOptions::default().lr_adapters)]
+    pub lr_adapters: f64,
+    /// Top encoder layers that get LoRA adapters (0 = heads on the frozen encoder).
+    #[arg(long, default_value_t = TrainOptions::default().top_layers)]
+    pub top_layers: usize,
+    /// LoRA rank.
+    #[arg(long, default_value_t = TrainOptions::default().rank)]
+    pub rank: usize,
+    #[arg(long, default_value_t = TrainOptions::default().seed)]
     pub seed: u64,
     #[command(flatten)]
     pub model: ModelArgs,
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let train = dataset::read_all(&a.data).map_err(|e| InputError(format!("{e:#}")))?;
-    let dev = dataset::read_all(&a.dev).map_err(|e| InputError(format!("{e:#}")))?;
+    let train_rows = dataset::read_all(&a.data).map_err(|e| InputError(format!("{e:#}")))?;
+    let dev_rows = dataset::read_all(&a.dev).map_err(|e| InputError(format!("{e:#}")))?;
     let opts = a.model.options()?;
     let (dir, _) = resolve_model_dir(&opts)?;
-    let encoder = Encoder::load(&dir, &opts.device)?;
     let topts = TrainOptions {
         epochs: a.epochs,
         lr: a.lr,
-        hidden: a.hidden,
+        lr_adapters: a.lr_adapters,
+        top_layers: a.top_layers,
+        rank: a.rank,
         seed: a.seed,
         embed_batch: a.model.batch_size,
         ..TrainOptions::default()
     };
-    let report = train_heads(&encoder, &train, &dev, &topts, &a.out)?;
+    let report = train(&dir, &train_rows, &dev_rows, &topts, &a.out)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("heads written to {}", a.out.display());
     Ok(())

@@ -3,6 +3,7 @@
 //! pooler (fine-tuned `BertForSequenceClassification` checkpoints), the pooled `[CLS]`
 //! vector its classifier expects. One forward pass serves both.
 
+use super::lora::{Adapters, MergedWeights};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
@@ -52,6 +53,15 @@ pub struct Encoder {
 impl Encoder {
     /// Load `config.json`, `tokenizer.json` and `model.safetensors` from a directory.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with_adapters(dir, device, None)
+    }
+
+    /// Like [`Encoder::load`], merging LoRA adapters into the weights first.
+    pub fn load_with_adapters(
+        dir: &Path,
+        device: &Device,
+        adapters: Option<&Adapters>,
+    ) -> Result<Self> {
         let config_path = dir.join("config.json");
         let config_text = std::fs::read_to_string(&config_path)
             .with_context(|| format!("reading {}", config_path.display()))?;
@@ -68,9 +78,16 @@ impl Encoder {
         }
         // SAFETY: the file is memory-mapped read-only; the model directory must not be
         // modified in place while loaded (reloads write a new directory and swap).
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)
-                .with_context(|| format!("loading {}", weights.display()))?
+        let vb = match adapters {
+            None => unsafe {
+                VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)
+                    .with_context(|| format!("loading {}", weights.display()))?
+            },
+            Some(a) => VarBuilder::from_backend(
+                Box::new(MergedWeights::new(&weights, a)?),
+                DType::F32,
+                device.clone(),
+            ),
         };
         let bert = BertModel::load(vb.clone(), &config)
             .with_context(|| format!("{} does not match its config.json", weights.display()))?;

@@ -54,9 +54,37 @@ pub struct HeadsMeta {
     #[serde(default = "one")]
     pub input_scale: f32,
     pub heads: BTreeMap<String, HeadSpec>,
+    /// LoRA adapters shipped with the heads (`adapters.safetensors`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapters: Option<AdapterSpec>,
     /// Free-form training facts (data, seed, epochs, dev metrics).
     #[serde(default)]
     pub training: serde_json::Value,
+}
+
+/// How the encoder was adapted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterSpec {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Layers that carry adapters.
+    pub layers: Vec<usize>,
+}
+
+impl AdapterSpec {
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank.max(1) as f64
+    }
+}
+
+/// Read `heads.json` alone.
+pub fn read_meta(dir: &Path) -> Result<HeadsMeta> {
+    let meta_path = dir.join(HEADS_META);
+    serde_json::from_str(
+        &std::fs::read_to_string(&meta_path)
+            .with_context(|| format!("reading {}", meta_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", meta_path.display()))
 }
 
 /// A loaded head: layers, labels, temperature.
@@ -99,11 +127,7 @@ pub fn load_heads(
     device: &Device,
 ) -> Result<(HeadsMeta, Vec<Head>)> {
     let meta_path = dir.join(HEADS_META);
-    let meta: HeadsMeta = serde_json::from_str(
-        &std::fs::read_to_string(&meta_path)
-            .with_context(|| format!("reading {}", meta_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", meta_path.display()))?;
+    let meta = read_meta(dir)?;
     ensure!(
         meta.format.starts_with("triage-heads/"),
         "{} has unknown format '{}'",

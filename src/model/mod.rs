@@ -2,9 +2,11 @@
 //! heads, and turning texts into [`Prediction`]s (intent and emotion distributions plus the
 //! retrieval vector) with one encoder pass. Knows nothing about HTTP or policy.
 
+pub mod bert;
 pub mod device;
 pub mod encoder;
 pub mod heads;
+pub mod lora;
 pub mod provision;
 pub mod tiny;
 
@@ -83,7 +85,20 @@ impl Model {
 
     /// Load an encoder directory and (optionally) a heads directory.
     pub fn load_dirs(dir: &Path, heads_dir: Option<&Path>, device: &Device) -> Result<Self> {
-        let encoder = Encoder::load(dir, device)
+        let adapters = match heads_dir {
+            Some(h) => {
+                let meta = heads::read_meta(h)?;
+                match meta.adapters {
+                    Some(spec) => Some(lora::Adapters::load(
+                        &h.join(lora::ADAPTERS_FILE),
+                        spec.scale(),
+                    )?),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let encoder = Encoder::load_with_adapters(dir, device, adapters.as_ref())
             .with_context(|| format!("loading the encoder from {}", dir.display()))?;
         let hf_intent = heads::load_hf_classifier(dir, encoder.hidden_size(), device)?;
         let (meta, mut own) = match heads_dir {

@@ -1,8 +1,9 @@
-//! Training: fitting the intent and emotion heads on the encoder's vectors, calibrating
-//! them by temperature on the dev split, and writing a small heads directory with a
-//! training report. Data comes from [`crate::dataset`]; nothing here knows about HTTP.
+//! Training: the intent and emotion heads, jointly with LoRA adapters on the top encoder
+//! layers, calibrated by temperature on the dev split, written as a small heads directory
+//! with its training report. Data comes from [`crate::dataset`]; nothing here knows about
+//! HTTP.
 
+pub mod adapt;
 pub mod calibrate;
-pub mod heads;
 
-pub use heads::{train_heads, TrainOptions, TrainReport};
+pub use adapt::{train, TrainOptions, TrainReport};

@@ -1,0 +1,600 @@
+//! Joint training of the intent and emotion heads and LoRA adapters on the top encoder
+//! layers. The frozen lower layers run once per message (their outputs are cached), the
+//! adapted top layers and the heads train together with one loss (intent + emotion
+//! cross-entropy), with a fixed seed. The epoch with the best dev score is kept, then each
+//! head is temperature-scaled on dev. `top_layers = 0` trains heads on the frozen encoder.
+
+use super::calibrate::{fit_temperature, softmax};
+use crate::dataset::Labeled;
+use crate::eval::expected_calibration_error;
+use crate::model::bert::{load_tensors, mask_bias, Bert, LayerAdapters, LoraPair, LINEARS};
+use crate::model::encoder::{length_sorted_batches, mean_pool_normalize};
+use crate::model::heads::{AdapterSpec, HeadSpec, HeadsMeta, HEADS_META, HEADS_WEIGHTS};
+use crate::model::lora::ADAPTERS_FILE;
+use crate::model::Encoder;
+use crate::taxonomy;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{Optimizer, ParamsAdamW};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Knobs of `triage train`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    /// Learning rate of the heads.
+    pub lr: f64,
+    /// Learning rate of the LoRA adapters.
+    pub lr_adapters: f64,
+    pub weight_decay: f64,
+    /// How many top encoder layers get LoRA adapters (0 = frozen encoder).
+    pub top_layers: usize,
+    pub rank: usize,
+    pub alpha: f64,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// Scale of the normalised embedding fed to the heads.
+    pub input_scale: f32,
+    /// Encoder batch size for the frozen pass.
+    pub embed_batch: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            epochs: 8,
+            lr: 3e-3,
+            lr_adapters: 1e-3,
+            weight_decay: 1e-3,
+            top_layers: 4,
+            rank: 8,
+            alpha: 16.0,
+            batch_size: 32,
+            seed: 42,
+            input_scale: 20.0,
+            embed_batch: 32,
+        }
+    }
+}
+
+/// What one head's training achieved.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeadReport {
+    pub labels: usize,
+    pub best_epoch: usize,
+    pub dev_accuracy: f64,
+    pub temperature: f32,
+    pub dev_ece_before: f64,
+    pub dev_ece_after: f64,
+}
+
+/// The training report written into `heads.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub encoder: String,
+    pub options: TrainOptions,
+    pub train_rows: usize,
+    pub dev_rows: usize,
+    pub heads: BTreeMap<String, HeadReport>,
+    pub epochs: Vec<EpochLog>,
+    pub seconds_frozen_pass: f64,
+    pub seconds_training: f64,
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    pub dev_intent_accuracy: f64,
+    pub dev_emotion_accuracy: f64,
+    pub seconds: f64,
+}
+
+struct Task {
+    name: &'static str,
+    labels: Vec<String>,
+    train_y: Vec<Option<u32>>,
+    dev_y: Vec<Option<u32>>,
+    w: Var,
+    b: Var,
+}
+
+struct Cached {
+    /// Per message `[len, hidden]` output of the frozen layers.
+    states: Vec<Tensor>,
+}
+
+/// Train and write `heads.safetensors`, `heads.json` and (with `top_layers > 0`)
+/// `adapters.safetensors` into `out`.
+pub fn train(
+    encoder_dir: &Path,
+    train: &[Labeled],
+    dev: &[Labeled],
+    opts: &TrainOptions,
+    out: &Path,
+) -> Result<TrainReport> {
+    if train.is_empty() {
+        bail!("no training rows");
+    }
+    let device = Device::Cpu;
+    let encoder = Encoder::load(encoder_dir, &device)?;
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(encoder_dir.join("config.json"))?)?;
+    let n_layers = cfg["num_hidden_layers"]
+        .as_u64()
+        .context("config: num_hidden_layers")? as usize;
+    let n_heads = cfg["num_attention_heads"]
+        .as_u64()
+        .context("config: num_attention_heads")? as usize;
+    let eps = cfg["layer_norm_eps"].as_f64().unwrap_or(1e-12);
+    anyhow::ensure!(
+        opts.top_layers <= n_layers,
+        "--top-layers {} > {n_layers} layers",
+        opts.top_layers
+    );
+    let bert = Bert::from_tensors(&load_tensors(encoder_dir, &device)?, n_heads, n_layers, eps)?;
+    let lower = n_layers - opts.top_layers;
+    let hidden = encoder.hidden_size();
+
+    let t0 = std::time::Instant::now();
+    eprintln!(
+        "frozen pass (layers 0..{lower}) over {} training and {} dev messages...",
+        train.len(),
+        dev.len()
+    );
+    let train_cache = frozen_pass(&encoder, &bert, train, lower, opts.embed_batch)?;
+    let dev_cache = frozen_pass(&encoder, &bert, dev, lower, opts.embed_batch)?;
+    let seconds_frozen_pass = t0.elapsed().as_secs_f64();
+
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    type LabelOf = fn(&Labeled) -> Option<&str>;
+    let specs: [(&'static str, LabelOf, &[&str]); 2] = [
+        ("intent", |r| r.intent.as_deref(), &taxonomy::INTENTS),
+        ("emotion", |r| r.emotion.as_deref(), &taxonomy::EMOTIONS),
+    ];
+    let mut tasks = Vec::new();
+    for (name, label_of, tax) in specs {
+        let labels = taxonomy::order_labels(train.iter().filter_map(label_of), tax);
+        if labels.len() < 2 {
+            eprintln!("skipping head '{name}': fewer than two labels in the training data");
+            continue;
+        }
+        let index: HashMap<&str, u32> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.as_str(), i as u32))
+            .collect();
+        let ys = |rows: &[Labeled]| {
+            rows.iter()
+                .map(|r| label_of(r).and_then(|l| index.get(l).copied()))
+                .collect::<Vec<_>>()
+        };
+        let (train_y, dev_y) = (ys(train), ys(dev));
+        tasks.push(Task {
+            name,
+            w: rand_var(&mut rng, (labels.len(), hidden), hidden)?,
+            b: Var::from_tensor(&Tensor::zeros(labels.len(), DType::F32, &device)?)?,
+            labels,
+            train_y,
+            dev_y,
+        });
+    }
+    if tasks.is_empty() {
+        bail!("no head to train");
+    }
+    // LoRA: A random, B zero, so training starts from the base model.
+    let mut lora: BTreeMap<(usize, usize), (Var, Var)> = BTreeMap::new();
+    for layer in lower..n_layers {
+        for (j, lin) in bert.layers[layer].lin.iter().enumerate() {
+            let (out_dim, in_dim) = lin.w.dims2()?;
+            let a = rand_var(&mut rng, (opts.rank, in_dim), in_dim)?;
+            let b = Var::from_tensor(&Tensor::zeros((out_dim, opts.rank), DType::F32, &device)?)?;
+            lora.insert((layer, j), (a, b));
+        }
+    }
+    let scale = opts.alpha / opts.rank.max(1) as f64;
+    let head_vars: Vec<Var> = tasks
+        .iter()
+        .flat_map(|t| [t.w.clone(), t.b.clone()])
+        .collect();
+    let lora_vars: Vec<Var> = lora
+        .values()
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .collect();
+    let mut opt_heads = candle_nn::AdamW::new(
+        head_vars,
+        ParamsAdamW {
+            lr: opts.lr,
+            weight_decay: opts.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut opt_lora = if lora_vars.is_empty() {
+        None
+    } else {
+        Some(candle_nn::AdamW::new(
+            lora_vars,
+            ParamsAdamW {
+                lr: opts.lr_adapters,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        )?)
+    };
+
+    let ctx = Ctx {
+        bert: &bert,
+        lower,
+        n_layers,
+        scale,
+        input_scale: opts.input_scale as f64,
+    };
+    let t1 = std::time::Instant::now();
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut logs = Vec::new();
+    type Snapshot = (HashMap<String, Tensor>, HashMap<String, Tensor>);
+    let mut best: Option<(f64, usize, Snapshot)> = None;
+    for epoch in 1..=opts.epochs {
+        let te = std::time::Instant::now();
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut batches) = (0f64, 0usize);
+        for chunk in order.chunks(opts.batch_size.max(1)) {
+            let (x, mask) = pad_batch(&train_cache, chunk)?;
+            let adapters = adapters_of(&lora, scale, false);
+            let pooled = ctx.pooled(x, &mask, Some(&adapters))?;
+            let mut loss: Option<Tensor> = None;
+            for t in &tasks {
+                let (rows, ys): (Vec<u32>, Vec<u32>) = chunk
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, &i)| t.train_y[i].map(|y| (k as u32, y)))
+                    .unzip();
+                if rows.is_empty() {
+                    continue;
+                }
+                let sel = pooled.index_select(&Tensor::new(rows.as_slice(), &device)?, 0)?;
+                let logits = sel.matmul(&t.w.t()?)?.broadcast_add(&t.b)?;
+                let l =
+                    candle_nn::loss::cross_entropy(&logits, &Tensor::new(ys.as_slice(), &device)?)?;
+                loss = Some(match loss {
+                    Some(acc) => (acc + l)?,
+                    None => l,
+                });
+            }
+            let Some(loss) = loss else { continue };
+            let grads = loss.backward()?;
+            opt_heads.step(&grads)?;
+            if let Some(o) = opt_lora.as_mut() {
+                o.step(&grads)?;
+            }
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            batches += 1;
+        }
+        let dev_logits = ctx.logits(&dev_cache, &tasks, &lora)?;
+        let acc: Vec<f64> = tasks
+            .iter()
+            .zip(&dev_logits)
+            .map(|(t, l)| accuracy(l, &t.dev_y))
+            .collect();
+        let intent_acc = acc.first().copied().unwrap_or(0.0);
+        let emotion_acc = acc.get(1).copied().unwrap_or(0.0);
+        let log = EpochLog {
+            epoch,
+            loss: loss_sum / batches.max(1) as f64,
+            dev_intent_accuracy: intent_acc,
+            dev_emotion_accuracy: emotion_acc,
+            seconds: te.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "epoch {epoch:>2}/{} loss={:.4} dev intent={:.1}% emotion={:.1}% ({:.0}s)",
+            opts.epochs,
+            log.loss,
+            100.0 * intent_acc,
+            100.0 * emotion_acc,
+            log.seconds
+        );
+        logs.push(log);
+        let score = acc.iter().sum::<f64>();
+        if best.as_ref().is_none_or(|b| score > b.0) {
+            best = Some((
+                score,
+                epoch,
+                (snapshot_heads(&tasks)?, snapshot_lora(&lora)?),
+            ));
+        }
+    }
+    let (_, best_epoch, (head_t, lora_t)) = best.context("no epoch ran")?;
+    // Restore the best snapshot, then calibrate on dev.
+    for t in &tasks {
+        t.w.set(&head_t[&format!("{}.out.weight", t.name)])?;
+        t.b.set(&head_t[&format!("{}.out.bias", t.name)])?;
+    }
+    for ((layer, j), (a, b)) in &lora {
+        a.set(&lora_t[&lora_name(*layer, *j, "a")])?;
+        b.set(&lora_t[&lora_name(*layer, *j, "b")])?;
+    }
+    let dev_logits = ctx.logits(&dev_cache, &tasks, &lora)?;
+    let mut head_specs = BTreeMap::new();
+    let mut reports = BTreeMap::new();
+    for (t, logits) in tasks.iter().zip(&dev_logits) {
+        let (l, g): (Vec<Vec<f32>>, Vec<usize>) = logits
+            .iter()
+            .zip(&t.dev_y)
+            .filter_map(|(row, y)| y.map(|y| (row.clone(), y as usize)))
+            .unzip();
+        let temperature = if g.is_empty() {
+            1.0
+        } else {
+            fit_temperature(&l, &g)
+        };
+        let ece = |temp: f32| {
+            let (conf, ok): (Vec<f32>, Vec<bool>) = l
+                .iter()
+                .zip(&g)
+                .map(|(row, &gold)| {
+                    let p = softmax(row, temp);
+                    let (arg, c) = argmax(&p);
+                    (c, arg == gold)
+                })
+                .unzip();
+            expected_calibration_error(&conf, &ok, 15)
+        };
+        let report = HeadReport {
+            labels: t.labels.len(),
+            best_epoch,
+            dev_accuracy: accuracy(logits, &t.dev_y),
+            temperature,
+            dev_ece_before: ece(1.0),
+            dev_ece_after: ece(temperature),
+        };
+        eprintln!(
+            "{:<8} best epoch {best_epoch}: dev accuracy {:.1}%, temperature {:.3}, dev ECE {:.3} -> {:.3}",
+            t.name,
+            100.0 * report.dev_accuracy,
+            temperature,
+            report.dev_ece_before,
+            report.dev_ece_after
+        );
+        head_specs.insert(
+            t.name.to_string(),
+            HeadSpec {
+                labels: t.labels.clone(),
+                hidden: 0,
+                temperature,
+            },
+        );
+        reports.insert(t.name.to_string(), report);
+    }
+    let report = TrainReport {
+        encoder: encoder.model_id().to_string(),
+        options: opts.clone(),
+        train_rows: train.len(),
+        dev_rows: dev.len(),
+        heads: reports,
+        epochs: logs,
+        seconds_frozen_pass,
+        seconds_training: t1.elapsed().as_secs_f64(),
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    candle_core::safetensors::save(&head_t, out.join(HEADS_WEIGHTS))?;
+    let adapters = if lora.is_empty() {
+        let _ = std::fs::remove_file(out.join(ADAPTERS_FILE));
+        None
+    } else {
+        let named: HashMap<String, Tensor> = lora_t
+            .into_iter()
+            .map(|(k, v)| (format!("{k}"), v))
+            .collect();
+        candle_core::safetensors::save(&named, out.join(ADAPTERS_FILE))?;
+        Some(AdapterSpec {
+            rank: opts.rank,
+            alpha: opts.alpha,
+            layers: (lower..n_layers).collect(),
+        })
+    };
+    let meta = HeadsMeta {
+        format: "triage-heads/1".to_string(),
+        encoder: encoder.model_id().to_string(),
+        input_scale: opts.input_scale,
+        heads: head_specs,
+        adapters,
+        training: serde_json::to_value(&report)?,
+    };
+    std::fs::write(out.join(HEADS_META), serde_json::to_string_pretty(&meta)?)?;
+    Ok(report)
+}
+
+struct Ctx<'a> {
+    bert: &'a Bert,
+    lower: usize,
+    n_layers: usize,
+    scale: f64,
+    input_scale: f64,
+}
+
+impl Ctx<'_> {
+    /// Top layers + mean pooling + normalisation, scaled for the heads.
+    fn pooled(&self, x: Tensor, mask: &Tensor, adapters: Option<&LayerAdapters>) -> Result<Tensor> {
+        let h = self
+            .bert
+            .layers(x, &mask_bias(mask)?, self.lower, self.n_layers, adapters)?;
+        Ok((mean_pool_normalize(&h, mask)? * self.input_scale)?)
+    }
+
+    /// Dev logits per task, without building a gradient graph.
+    fn logits(
+        &self,
+        cache: &Cached,
+        tasks: &[Task],
+        lora: &BTreeMap<(usize, usize), (Var, Var)>,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let adapters = adapters_of(lora, self.scale, true);
+        let mut out = vec![vec![Vec::new(); cache.states.len()]; tasks.len()];
+        let lens: Vec<usize> = cache.states.iter().map(|s| s.dim(0).unwrap_or(0)).collect();
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        order.sort_by_key(|&i| lens[i]);
+        for chunk in order.chunks(64) {
+            let (x, mask) = pad_batch(cache, chunk)?;
+            let pooled = self.pooled(x, &mask, Some(&adapters))?;
+            for (ti, t) in tasks.iter().enumerate() {
+                let l = pooled
+                    .matmul(&t.w.as_tensor().detach().t()?)?
+                    .broadcast_add(&t.b.as_tensor().detach())?;
+                for (row, &i) in l.to_vec2::<f32>()?.into_iter().zip(chunk) {
+                    out[ti][i] = row;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn frozen_pass(
+    encoder: &Encoder,
+    bert: &Bert,
+    rows: &[Labeled],
+    lower: usize,
+    batch: usize,
+) -> Result<Cached> {
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let tokens = encoder.tokenize(&texts)?;
+    let mut states = vec![None; rows.len()];
+    let device = Device::Cpu;
+    let mut done = 0;
+    for b in length_sorted_batches(&tokens, batch) {
+        let len = b.iter().map(|&i| tokens[i].ids.len()).max().unwrap_or(1);
+        let mut ids = Vec::new();
+        let mut mask = Vec::new();
+        for &i in &b {
+            let t = &tokens[i].ids;
+            ids.extend_from_slice(t);
+            ids.extend(std::iter::repeat_n(1u32, len - t.len()));
+            mask.extend(std::iter::repeat_n(1u32, t.len()));
+            mask.extend(std::iter::repeat_n(0u32, len - t.len()));
+        }
+        let ids = Tensor::from_vec(ids, (b.len(), len), &device)?;
+        let mask = Tensor::from_vec(mask, (b.len(), len), &device)?;
+        let h = bert.layers(bert.embed(&ids)?, &mask_bias(&mask)?, 0, lower, None)?;
+        for (k, &i) in b.iter().enumerate() {
+            states[i] = Some(h.get(k)?.narrow(0, 0, tokens[i].ids.len())?.contiguous()?);
+        }
+        done += b.len();
+        eprint!("\r  {done}/{}", rows.len());
+    }
+    eprintln!();
+    Ok(Cached {
+        states: states
+            .into_iter()
+            .map(|s| s.context("missing state"))
+            .collect::<Result<_>>()?,
+    })
+}
+
+fn pad_batch(cache: &Cached, idx: &[usize]) -> Result<(Tensor, Tensor)> {
+    let len = idx
+        .iter()
+        .map(|&i| cache.states[i].dim(0).unwrap_or(0))
+        .max()
+        .unwrap_or(1);
+    let device = Device::Cpu;
+    let mut xs = Vec::with_capacity(idx.len());
+    let mut mask = Vec::with_capacity(idx.len() * len);
+    for &i in idx {
+        let s = &cache.states[i];
+        let (l, h) = s.dims2()?;
+        xs.push(if l < len {
+            Tensor::cat(&[s, &Tensor::zeros((len - l, h), DType::F32, &device)?], 0)?
+        } else {
+            s.clone()
+        });
+        mask.extend(std::iter::repeat_n(1f32, l));
+        mask.extend(std::iter::repeat_n(0f32, len - l));
+    }
+    Ok((
+        Tensor::stack(&xs, 0)?,
+        Tensor::from_vec(mask, (idx.len(), len), &device)?,
+    ))
+}
+
+fn adapters_of(
+    lora: &BTreeMap<(usize, usize), (Var, Var)>,
+    scale: f64,
+    detach: bool,
+) -> LayerAdapters {
+    let mut out: LayerAdapters = HashMap::new();
+    for ((layer, j), (a, b)) in lora {
+        let (a, b) = if detach {
+            (a.as_tensor().detach(), b.as_tensor().detach())
+        } else {
+            (a.as_tensor().clone(), b.as_tensor().clone())
+        };
+        let entry = out
+            .entry(*layer)
+            .or_insert_with(|| [None, None, None, None, None, None]);
+        entry[*j] = Some(LoraPair { a, b, scale });
+    }
+    out
+}
+
+fn lora_name(layer: usize, j: usize, which: &str) -> String {
+    format!("encoder.layer.{layer}.{}.lora_{which}", LINEARS[j])
+}
+
+fn snapshot_lora(lora: &BTreeMap<(usize, usize), (Var, Var)>) -> Result<HashMap<String, Tensor>> {
+    let mut m = HashMap::new();
+    for ((layer, j), (a, b)) in lora {
+        m.insert(lora_name(*layer, *j, "a"), a.as_tensor().copy()?);
+        m.insert(lora_name(*layer, *j, "b"), b.as_tensor().copy()?);
+    }
+    Ok(m)
+}
+
+fn snapshot_heads(tasks: &[Task]) -> Result<HashMap<String, Tensor>> {
+    let mut m = HashMap::new();
+    for t in tasks {
+        m.insert(format!("{}.out.weight", t.name), t.w.as_tensor().copy()?);
+        m.insert(format!("{}.out.bias", t.name), t.b.as_tensor().copy()?);
+    }
+    Ok(m)
+}
+
+fn rand_var(rng: &mut StdRng, shape: (usize, usize), fan_in: usize) -> Result<Var> {
+    let bound = (1.0 / fan_in as f32).sqrt();
+    let v: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| rng.gen_range(-bound..bound))
+        .collect();
+    Ok(Var::from_tensor(&Tensor::from_vec(
+        v,
+        shape,
+        &Device::Cpu,
+    )?)?)
+}
+
+fn argmax(p: &[f32]) -> (usize, f32) {
+    p.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
+}
+
+fn accuracy(logits: &[Vec<f32>], gold: &[Option<u32>]) -> f64 {
+    let (ok, n) = logits
+        .iter()
+        .zip(gold)
+        .fold((0usize, 0usize), |(ok, n), (row, g)| match g {
+            Some(g) => (ok + usize::from(argmax(row).0 == *g as usize), n + 1),
+            None => (ok, n),
+        });
+    ok as f64 / n.max(1) as f64
+}
