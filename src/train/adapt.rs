@@ -387,11 +387,7 @@ pub fn train(
         let _ = std::fs::remove_file(out.join(ADAPTERS_FILE));
         None
     } else {
-        let named: HashMap<String, Tensor> = lora_t
-            .into_iter()
-            .map(|(k, v)| (format!("{k}"), v))
-            .collect();
-        candle_core::safetensors::save(&named, out.join(ADAPTERS_FILE))?;
+        candle_core::safetensors::save(&lora_t, out.join(ADAPTERS_FILE))?;
         Some(AdapterSpec {
             rank: opts.rank,
             alpha: opts.alpha,
