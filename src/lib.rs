@@ -17,5 +17,7 @@ pub mod eval;
 pub mod import;
 pub mod model;
 pub mod output;
+pub mod policy;
+pub mod retrieval;
 pub mod taxonomy;
 pub mod train;

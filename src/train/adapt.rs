@@ -244,7 +244,15 @@ pub fn train(
         let te = std::time::Instant::now();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut batches) = (0f64, 0usize);
+        let total_batches = order.len().div_ceil(opts.batch_size.max(1));
         for chunk in order.chunks(opts.batch_size.max(1)) {
+            if batches % 10 == 0 {
+                eprint!(
+                    "\repoch {epoch:>2}/{} batch {batches}/{total_batches} loss={:.4}   ",
+                    opts.epochs,
+                    loss_sum / batches.max(1) as f64
+                );
+            }
             let (x, mask) = pad_batch(&train_cache, chunk)?;
             let adapters = adapters_of(&lora, scale, false);
             let pooled = ctx.pooled(x, &mask, Some(&adapters))?;
@@ -292,7 +300,7 @@ pub fn train(
             seconds: te.elapsed().as_secs_f64(),
         };
         eprintln!(
-            "epoch {epoch:>2}/{} loss={:.4} dev intent={:.1}% emotion={:.1}% ({:.0}s)",
+            "\repoch {epoch:>2}/{} loss={:.4} dev intent={:.1}% emotion={:.1}% ({:.0}s)",
             opts.epochs,
             log.loss,
             100.0 * intent_acc,
