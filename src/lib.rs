@@ -11,13 +11,16 @@
 //! - [`output`]: the JSON shape of a classification
 //! - [`cli`]: the `triage` command line
 
+pub mod batch;
 pub mod cli;
 pub mod dataset;
 pub mod eval;
+pub mod http;
 pub mod import;
 pub mod model;
 pub mod output;
 pub mod policy;
 pub mod retrieval;
+pub mod state;
 pub mod taxonomy;
 pub mod train;

@@ -5,6 +5,7 @@
 mod classify;
 mod eval;
 mod import;
+pub mod serve;
 mod train;
 
 use crate::model::{parse_device, provision, ModelOptions};
@@ -55,6 +56,8 @@ impl ModelArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the HTTP server (/classify, /answer, /health, /ready, /info, /metrics, admin reloads).
+    Serve(serve::ServeArgs),
     /// Classify texts (arguments, or --input FILE.jsonl with a "text" field per line).
     Classify(classify::ClassifyArgs),
     /// Print the retrieval vector of each text as JSON lines.
@@ -81,6 +84,7 @@ pub struct InputError(pub String);
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(a) => serve::run(&a),
         Command::Classify(a) => classify::run(&a),
         Command::Embed(a) => classify::run_embed(&a),
         Command::Eval(a) => eval::run(&a),
