@@ -102,6 +102,11 @@ impl State {
         })
     }
 
+    /// Generation of the bundle now serving.
+    pub fn current_generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
     pub fn sources(&self) -> Sources {
         self.sources
             .lock()
