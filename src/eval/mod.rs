@@ -2,6 +2,7 @@
 //! precision/recall/F1, the most costly confusion pairs, expected calibration error) and
 //! their report, per language and overall, as text or JSON. Knows nothing about training.
 
+pub mod faq;
 pub mod metrics;
 pub mod report;
 

@@ -1,0 +1,87 @@
+//! `triage eval-faq`: retrieval quality of a knowledge base on a labelled query set.
+
+use super::{InputError, ModelArgs};
+use crate::eval::faq::{evaluate, rank_all, render, FaqQuery};
+use crate::model::Model;
+use crate::retrieval::{read_kb, RetrievalConfig, Retriever};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalFaqArgs {
+    /// Knowledge base (JSONL).
+    #[arg(long, default_value = "models/faq/default-kb.jsonl")]
+    pub kb: PathBuf,
+    /// Queries: JSONL with text, lang, faq_id (null = no entry answers it).
+    #[arg(long, default_value = "training-data/faq/paraphrase-queries.jsonl")]
+    pub queries: PathBuf,
+    /// Keep only these languages of the knowledge base's questions (e.g. en,zh,es).
+    #[arg(long, value_delimiter = ',')]
+    pub kb_languages: Vec<String>,
+    /// Similarity floor under which there is no answer.
+    #[arg(long, default_value_t = RetrievalConfig::default().floor)]
+    pub floor: f32,
+    /// Also print the floor sweep (answered correctly vs no-answer recall).
+    #[arg(long)]
+    pub sweep: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(a: &EvalFaqArgs) -> Result<()> {
+    let mut entries = read_kb(&a.kb).map_err(|e| InputError(format!("{e:#}")))?;
+    if !a.kb_languages.is_empty() {
+        for e in &mut entries {
+            e.questions.retain(|l, _| a.kb_languages.contains(l));
+        }
+        entries.retain(|e| !e.questions.is_empty());
+    }
+    let text = std::fs::read_to_string(&a.queries)
+        .with_context(|| format!("reading {}", a.queries.display()))?;
+    let mut queries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let q: FaqQuery = serde_json::from_str(line)
+            .map_err(|e| InputError(format!("{} line {}: {e}", a.queries.display(), i + 1)))?;
+        queries.push(q);
+    }
+    // The encoder as the server runs it: with the heads' LoRA adapters merged, if any.
+    let model = Model::load(&a.model.options()?)?;
+    let encoder = &model.encoder;
+    let retriever = Retriever::build(
+        entries,
+        |t| encoder.embed(t, a.model.batch_size),
+        RetrievalConfig {
+            floor: a.floor,
+            ..Default::default()
+        },
+    )?;
+    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+    let vectors = encoder.embed(&texts, a.model.batch_size)?;
+    let ranked = rank_all(&retriever, &vectors);
+    let report = evaluate(&queries, &ranked, a.floor);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    if a.sweep {
+        println!("floor  answered-correctly  no-answer-precision  no-answer-recall");
+        for i in 0..=20 {
+            let f = 0.78 + 0.01 * i as f32;
+            let m = evaluate(&queries, &ranked, f).overall;
+            println!(
+                "{f:.2}   {:>6.1}%             {:>6.1}%              {:>6.1}%",
+                100.0 * m.answered_correctly,
+                100.0 * m.no_answer_precision,
+                100.0 * m.no_answer_recall
+            );
+        }
+    }
+    Ok(())
+}
