@@ -2,8 +2,9 @@
 
 use super::{InputError, ModelArgs};
 use crate::dataset;
-use crate::eval::report::{evaluate, render};
+use crate::eval::report::{evaluate_with_policy, render};
 use crate::model::Model;
+use crate::policy::Policy;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -16,6 +17,9 @@ pub struct EvalArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Policy whose escalation decisions are compared on predicted vs gold labels.
+    #[arg(long, default_value = "models/policy/default.toml")]
+    pub policy: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -28,9 +32,10 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         sets.push((path.display().to_string(), rows));
     }
     let model = Model::load(&a.model.options()?)?;
+    let policy = Policy::load(&a.policy, "en").ok();
     let mut reports = Vec::new();
     for (name, rows) in &sets {
-        let r = evaluate(&model, name, rows, a.model.batch_size)?;
+        let r = evaluate_with_policy(&model, policy.as_ref(), name, rows, a.model.batch_size)?;
         if !a.json {
             print!("{}", render(&r));
         }

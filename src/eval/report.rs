@@ -2,7 +2,8 @@
 
 use super::metrics::{evaluate_task, TaskReport};
 use crate::dataset::Labeled;
-use crate::model::Model;
+use crate::model::{Model, Prediction, Scored};
+use crate::policy::{ActionType, Input, Policy};
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -14,12 +15,102 @@ pub struct EvalReport {
     pub rows: usize,
     pub intent: Option<TaskReport>,
     pub emotion: Option<TaskReport>,
+    /// Share of messages whose predicted escalate / not-escalate decision equals the one the
+    /// policy makes on the gold labels (predicted labels stand in where a row has no gold).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationAgreement>,
+}
+
+/// Escalation decisions of the policy on predicted vs gold labels.
+#[derive(Debug, Clone, Serialize)]
+pub struct EscalationAgreement {
+    pub n: usize,
+    pub agreement: f64,
+    pub gold_escalations: usize,
+    pub predicted_escalations: usize,
+    /// Escalations the gold labels call for that the predictions also made.
+    pub recall: f64,
+    pub precision: f64,
+}
+
+/// Compare the policy's escalation decision on predictions and on gold labels.
+pub fn escalation_agreement(
+    policy: &Policy,
+    rows: &[Labeled],
+    preds: &[Prediction],
+) -> EscalationAgreement {
+    let (mut agree, mut gold_n, mut pred_n, mut both) = (0usize, 0usize, 0usize, 0usize);
+    for (r, p) in rows.iter().zip(preds) {
+        let pred_emotion = p.emotions.as_ref().and_then(|e| e.first()).cloned();
+        let decide = |intents: &[Scored], emotion: Option<&Scored>| {
+            policy
+                .decide(&Input {
+                    text: &r.text,
+                    intents,
+                    emotion,
+                    history: &[],
+                })
+                .action
+                == ActionType::Escalate
+        };
+        let predicted = decide(&p.intents, pred_emotion.as_ref());
+        let gold_intents: Vec<Scored> = match &r.intent {
+            Some(i) => vec![Scored {
+                label: i.clone(),
+                score: 1.0,
+            }],
+            None => p
+                .intents
+                .iter()
+                .map(|s| Scored {
+                    label: s.label.clone(),
+                    score: if s.label == p.intents[0].label {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                })
+                .collect(),
+        };
+        let gold_emotion = match &r.emotion {
+            Some(e) => Some(Scored {
+                label: e.clone(),
+                score: 1.0,
+            }),
+            None => pred_emotion.clone(),
+        };
+        let gold = decide(&gold_intents, gold_emotion.as_ref());
+        agree += usize::from(gold == predicted);
+        gold_n += usize::from(gold);
+        pred_n += usize::from(predicted);
+        both += usize::from(gold && predicted);
+    }
+    let r = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    EscalationAgreement {
+        n: rows.len(),
+        agreement: r(agree, rows.len()),
+        gold_escalations: gold_n,
+        predicted_escalations: pred_n,
+        recall: r(both, gold_n),
+        precision: r(both, pred_n),
+    }
 }
 
 /// Predict every row once and score the tasks whose labels the rows carry (rows with a
 /// null label are skipped for that task).
 pub fn evaluate(
     model: &Model,
+    data_name: &str,
+    rows: &[Labeled],
+    batch_size: usize,
+) -> Result<EvalReport> {
+    evaluate_with_policy(model, None, data_name, rows, batch_size)
+}
+
+/// [`evaluate`], plus the policy's escalation agreement when a policy is given.
+pub fn evaluate_with_policy(
+    model: &Model,
+    policy: Option<&Policy>,
     data_name: &str,
     rows: &[Labeled],
     batch_size: usize,
@@ -57,11 +148,13 @@ pub fn evaluate(
             .and_then(|e| e.first())
             .map(|s| (s.label.clone(), s.score))
     });
+    let escalation = policy.map(|p| escalation_agreement(p, rows, &preds));
     Ok(EvalReport {
         data: data_name.to_string(),
         rows: rows.len(),
         intent,
         emotion,
+        escalation,
     })
 }
 
@@ -103,6 +196,18 @@ pub fn render(report: &EvalReport) -> String {
                 let _ = writeln!(s, "    {:>4}  {} -> {}", c.count, c.gold, c.predicted);
             }
         }
+    }
+    if let Some(e) = &report.escalation {
+        let _ = writeln!(
+            s,
+            "escalation (default policy, predicted vs gold labels): agreement={:.1}% recall={:.1}% precision={:.1}% (gold {} / predicted {} of {})",
+            100.0 * e.agreement,
+            100.0 * e.recall,
+            100.0 * e.precision,
+            e.gold_escalations,
+            e.predicted_escalations,
+            e.n
+        );
     }
     s
 }
