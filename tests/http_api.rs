@@ -506,8 +506,8 @@ fn a_failing_reload_changes_nothing_and_says_why() {
     );
 }
 
-#[test]
-fn sigterm_finishes_admitted_requests_and_exits_zero() {
+/// Start `triage serve` as a child process; returns it and its address.
+fn spawn_server(envs: &[(&str, String)]) -> (std::process::Child, String) {
     use std::io::BufRead;
     common::default_model_dir();
     let repo = common::repo();
@@ -517,6 +517,7 @@ fn sigterm_finishes_admitted_requests_and_exits_zero() {
         .arg(repo.join("tests/fixtures/kb-small.jsonl"))
         .arg("--cache-dir")
         .arg(common::cache_dir())
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(&repo)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -536,6 +537,107 @@ fn sigterm_finishes_admitted_requests_and_exits_zero() {
     let addr = rx
         .recv_timeout(Duration::from_secs(300))
         .expect("server did not start");
+    (child, addr)
+}
+
+#[test]
+fn a_panic_in_a_batch_fails_only_that_batch_with_500_and_the_server_keeps_serving() {
+    // Pick a token that only the poisoned text contains.
+    let enc = triage::model::Encoder::load(&common::default_model_dir(), &candle_core::Device::Cpu)
+        .unwrap();
+    let poison = "Zyxwvutqponm";
+    let ids = enc.tokenize(&[poison, "where is my order"]).unwrap();
+    let token = *ids[0]
+        .ids
+        .iter()
+        .filter(|t| !ids[1].ids.contains(t))
+        .max()
+        .unwrap();
+    let (mut child, addr) = spawn_server(&[("TRIAGE_TEST_PANIC_TOKEN", token.to_string())]);
+    let url = format!("http://{addr}/classify");
+    let r = client()
+        .post(&url)
+        .json(&json!({"text": poison}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["error"]["code"], "internal");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("panic"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["request_id"]
+            .as_str()
+            .is_some_and(|s| s != "-" && !s.is_empty()),
+        "{v}"
+    );
+    for _ in 0..3 {
+        let r = client()
+            .post(&url)
+            .json(&json!({"text": "where is my order"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn public_routes_can_require_api_keys() {
+    let (mut child, addr) = spawn_server(&[("TRIAGE_API_KEYS", "k1, k2".to_string())]);
+    let url = format!("http://{addr}/classify");
+    let body = json!({"text": "hello"});
+    assert_eq!(
+        client()
+            .post(&url)
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        client()
+            .post(&url)
+            .bearer_auth("nope")
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        client()
+            .post(&url)
+            .bearer_auth("k2")
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(format!("http://{addr}/health"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn sigterm_finishes_admitted_requests_and_exits_zero() {
+    let (mut child, addr) = spawn_server(&[]);
     let texts: Vec<String> = (0..16)
         .map(|i| format!("my parcel {i} has not arrived, what is going on?"))
         .collect();
