@@ -19,9 +19,10 @@ pub struct EvalFaqArgs {
     /// Keep only these languages of the knowledge base's questions (e.g. en,zh,es).
     #[arg(long, value_delimiter = ',')]
     pub kb_languages: Vec<String>,
-    /// Similarity floor under which there is no answer.
-    #[arg(long, default_value_t = RetrievalConfig::default().floor)]
-    pub floor: f32,
+    /// Similarity floor under which there is no answer [default: the model's
+    /// retrieval_floor, else 0.86].
+    #[arg(long)]
+    pub floor: Option<f32>,
     /// Also print the floor sweep (answered correctly vs no-answer recall).
     #[arg(long)]
     pub sweep: bool,
@@ -53,18 +54,22 @@ pub fn run(a: &EvalFaqArgs) -> Result<()> {
     // The encoder as the server runs it: with the heads' LoRA adapters merged, if any.
     let model = Model::load(&a.model.options()?)?;
     let encoder = &model.encoder;
+    let floor = a
+        .floor
+        .or_else(|| model.heads_meta.as_ref().and_then(|m| m.retrieval_floor))
+        .unwrap_or(RetrievalConfig::default().floor);
     let retriever = Retriever::build(
         entries,
         |t| encoder.embed(t, a.model.batch_size),
         RetrievalConfig {
-            floor: a.floor,
+            floor,
             ..Default::default()
         },
     )?;
     let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
     let vectors = encoder.embed(&texts, a.model.batch_size)?;
     let ranked = rank_all(&retriever, &vectors);
-    let report = evaluate(&queries, &ranked, a.floor);
+    let report = evaluate(&queries, &ranked, floor);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -72,8 +77,8 @@ pub fn run(a: &EvalFaqArgs) -> Result<()> {
     }
     if a.sweep {
         println!("floor  answered-correctly  no-answer-precision  no-answer-recall");
-        for i in 0..=20 {
-            let f = 0.78 + 0.01 * i as f32;
+        for i in 0..=34 {
+            let f = 0.30 + 0.02 * i as f32;
             let m = evaluate(&queries, &ranked, f).overall;
             println!(
                 "{f:.2}   {:>6.1}%             {:>6.1}%              {:>6.1}%",

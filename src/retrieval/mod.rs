@@ -18,6 +18,9 @@ use serde::Serialize;
 pub struct RetrievalConfig {
     /// Minimum cosine similarity for an answer.
     pub floor: f32,
+    /// Let the model's own `retrieval_floor` (heads.json) replace `floor`.
+    #[serde(skip)]
+    pub floor_from_model: bool,
     /// Language of answers when the entry lacks the customer's.
     pub fallback_language: String,
 }
@@ -25,7 +28,8 @@ pub struct RetrievalConfig {
 impl Default for RetrievalConfig {
     fn default() -> Self {
         Self {
-            floor: 0.82,
+            floor: 0.86,
+            floor_from_model: true,
             fallback_language: "en".to_string(),
         }
     }
@@ -204,6 +208,7 @@ mod tests {
             fake_embed,
             RetrievalConfig {
                 floor: 0.5,
+                floor_from_model: false,
                 fallback_language: "en".into(),
             },
         )

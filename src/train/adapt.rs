@@ -408,6 +408,7 @@ pub fn train(
         input_scale: opts.input_scale,
         heads: head_specs,
         adapters,
+        retrieval_floor: None,
         training: serde_json::to_value(&report)?,
     };
     std::fs::write(out.join(HEADS_META), serde_json::to_string_pretty(&meta)?)?;
