@@ -225,3 +225,37 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         .build()?;
     rt.block_on(serve(state, addr, None))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_config_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("triage.toml");
+        std::fs::write(
+            &cfg,
+            "addr = \"0.0.0.0:9000\"\nqueue_depth = 7\nmax_wait_ms = 2\n",
+        )
+        .unwrap();
+        let a = ServeArgs {
+            config: Some(cfg.clone()),
+            queue_depth: Some(99),
+            ..ServeArgs::default()
+        };
+        let r = a.resolved().unwrap();
+        assert_eq!(r.addr.as_deref(), Some("0.0.0.0:9000"));
+        assert_eq!(r.queue_depth, Some(99));
+        assert_eq!(r.max_wait_ms, Some(2));
+        assert_eq!(r.max_batch_tokens, None);
+        std::fs::write(&cfg, "adress = \"x\"\n").unwrap();
+        let err = ServeArgs {
+            config: Some(cfg),
+            ..ServeArgs::default()
+        }
+        .resolved()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("adress"), "{err:#}");
+    }
+}
