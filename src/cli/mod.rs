@@ -6,6 +6,7 @@ mod classify;
 mod eval;
 mod eval_faq;
 mod import;
+mod load;
 pub mod serve;
 mod train;
 
@@ -59,6 +60,8 @@ impl ModelArgs {
 pub enum Command {
     /// Run the HTTP server (/classify, /answer, /health, /ready, /info, /metrics, admin reloads).
     Serve(serve::ServeArgs),
+    /// Load-test a running server on loopback (closed loop; throughput, p50/p95/p99, errors).
+    Load(load::LoadArgs),
     /// Classify texts (arguments, or --input FILE.jsonl with a "text" field per line).
     Classify(classify::ClassifyArgs),
     /// Print the retrieval vector of each text as JSON lines.
@@ -88,6 +91,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(a) => serve::run(&a),
+        Command::Load(a) => load::run(&a),
         Command::Classify(a) => classify::run(&a),
         Command::Embed(a) => classify::run_embed(&a),
         Command::Eval(a) => eval::run(&a),
