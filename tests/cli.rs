@@ -138,3 +138,14 @@ fn classify_prints_one_json_line_per_text_with_the_documented_fields() {
     assert_eq!(lines[1]["emotion"]["label"], "angry");
     assert_eq!(lines[1]["sentiment"], "negative");
 }
+
+#[test]
+fn load_generator_refuses_non_loopback_targets() {
+    let o = triage(&["load", "--addr", "10.1.2.3:8080", "--duration-s", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("not a loopback address"),
+        "{}",
+        stderr(&o)
+    );
+}
