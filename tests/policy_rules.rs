@@ -92,7 +92,7 @@ fn the_taxonomy_default_policy() {
     let prev = [Turn {
         intent: "delivery_delay".into(),
         emotion: Some("angry".into()),
-        action: "escalate".into(),
+        action: ActionType::Escalate,
     }];
     let d = decide(
         &p,

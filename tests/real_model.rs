@@ -144,7 +144,7 @@ const MIN_EMOTION_MACRO_F1: f64 = 0.86;
 
 #[test]
 fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
-    use triage::eval::faq::{evaluate as faq_eval, rank_all, FaqQuery};
+    use triage::eval::faq::{evaluate as faq_eval, rank_queries, read_queries};
     use triage::retrieval::{read_kb, RetrievalConfig, Retriever};
     let model = Model::load_dirs(
         &common::default_model_dir(),
@@ -159,18 +159,11 @@ fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
         RetrievalConfig::default(),
     )
     .unwrap();
-    let text =
-        std::fs::read_to_string(common::repo().join("training-data/faq/paraphrase-queries.jsonl"))
-            .unwrap();
-    let queries: Vec<FaqQuery> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let queries =
+        read_queries(&common::repo().join("training-data/faq/paraphrase-queries.jsonl")).unwrap();
     assert_eq!(queries.len(), 504);
-    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
-    let vectors = model.encoder.embed(&texts, 32).unwrap();
-    let r = faq_eval(&queries, &rank_all(&retriever, &vectors), 0.5);
+    let ranked = rank_queries(&model.encoder, &retriever, &queries, 32).unwrap();
+    let r = faq_eval(&queries, &ranked, 0.5);
     eprintln!(
         "FAQ top-1 {:.3}, top-3 {:.3}",
         r.overall.top1, r.overall.top3

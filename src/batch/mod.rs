@@ -95,9 +95,12 @@ impl<S: Send + Sync + 'static> Batcher<S> {
         let (tx, rx) = bounded::<Job<S>>(config.queue_depth.max(1));
         let stats = Arc::new(BatchStats::default());
         let (cfg, st) = (config.clone(), stats.clone());
+        let panic_token = std::env::var("TRIAGE_TEST_PANIC_TOKEN")
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok());
         std::thread::Builder::new()
             .name("triage-model".into())
-            .spawn(move || model_loop(source, rx, cfg, st))
+            .spawn(move || model_loop(source, rx, cfg, st, panic_token))
             .expect("spawning the model thread");
         Self { tx, config, stats }
     }
@@ -139,6 +142,7 @@ fn model_loop<M: ModelSource>(
     rx: Receiver<Job<M::State>>,
     cfg: BatchConfig,
     stats: Arc<BatchStats>,
+    panic_token: Option<u32>,
 ) {
     while let Ok(first) = rx.recv() {
         let state = source.current();
@@ -200,7 +204,7 @@ fn model_loop<M: ModelSource>(
         let refs: Vec<&Tokenized> = live.iter().map(|(_, t)| t).collect();
         let started = Instant::now();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            fail_point_batch(&refs);
+            fail_point_batch(&refs, panic_token);
             model.predict_tokenized(&refs)
         }));
         let longest = refs.last().map(|t| t.ids.len()).unwrap_or(0);
@@ -249,17 +253,11 @@ fn model_loop<M: ModelSource>(
     }
 }
 
-/// Test hook for fault-injection tests: when `TRIAGE_TEST_PANIC_TOKEN` holds a token id,
-/// a batch containing that token panics (never set in production).
-fn fail_point_batch(batch: &[&Tokenized]) {
-    static MARKER: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    let marker = MARKER.get_or_init(|| {
-        std::env::var("TRIAGE_TEST_PANIC_TOKEN")
-            .ok()
-            .and_then(|s| s.parse().ok())
-    });
-    if let Some(m) = marker {
-        if batch.iter().any(|t| t.ids.contains(m)) {
+/// Test hook for fault-injection tests: when `TRIAGE_TEST_PANIC_TOKEN` held a token id at
+/// start, a batch containing that token panics (never set in production).
+fn fail_point_batch(batch: &[&Tokenized], panic_token: Option<u32>) {
+    if let Some(m) = panic_token {
+        if batch.iter().any(|t| t.ids.contains(&m)) {
             panic!("injected test panic");
         }
     }

@@ -1,10 +1,10 @@
 //! `triage eval-faq`: retrieval quality of a knowledge base on a labelled query set.
 
 use super::{InputError, ModelArgs};
-use crate::eval::faq::{evaluate, rank_all, render, FaqQuery};
+use crate::eval::faq::{evaluate, rank_queries, read_queries, render};
 use crate::model::Model;
 use crate::retrieval::{read_kb, RetrievalConfig, Retriever};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -40,17 +40,7 @@ pub fn run(a: &EvalFaqArgs) -> Result<()> {
         }
         entries.retain(|e| !e.questions.is_empty());
     }
-    let text = std::fs::read_to_string(&a.queries)
-        .with_context(|| format!("reading {}", a.queries.display()))?;
-    let mut queries = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let q: FaqQuery = serde_json::from_str(line)
-            .map_err(|e| InputError(format!("{} line {}: {e}", a.queries.display(), i + 1)))?;
-        queries.push(q);
-    }
+    let queries = read_queries(&a.queries).map_err(|e| InputError(format!("{e:#}")))?;
     // The encoder as the server runs it: with the heads' LoRA adapters merged, if any.
     let model = Model::load(&a.model.options()?)?;
     let encoder = &model.encoder;
@@ -66,9 +56,7 @@ pub fn run(a: &EvalFaqArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
-    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
-    let vectors = encoder.embed(&texts, a.model.batch_size)?;
-    let ranked = rank_all(&retriever, &vectors);
+    let ranked = rank_queries(encoder, &retriever, &queries, a.model.batch_size)?;
     let report = evaluate(&queries, &ranked, floor);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

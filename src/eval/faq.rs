@@ -118,6 +118,35 @@ pub fn evaluate(queries: &[FaqQuery], ranked: &[Vec<(String, f32)>], floor: f32)
     }
 }
 
+/// Read a query file (JSONL), naming the line of a bad row.
+pub fn read_queries(path: &std::path::Path) -> anyhow::Result<Vec<FaqQuery>> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut queries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        queries.push(
+            serde_json::from_str(line)
+                .with_context(|| format!("{} line {}", path.display(), i + 1))?,
+        );
+    }
+    Ok(queries)
+}
+
+/// Embed the queries with `encoder` and rank each against the retriever.
+pub fn rank_queries(
+    encoder: &crate::model::Encoder,
+    retriever: &Retriever,
+    queries: &[FaqQuery],
+    batch_size: usize,
+) -> anyhow::Result<Vec<Vec<(String, f32)>>> {
+    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+    Ok(rank_all(retriever, &encoder.embed(&texts, batch_size)?))
+}
+
 /// Rank every query against the retriever.
 pub fn rank_all(retriever: &Retriever, vectors: &[Vec<f32>]) -> Vec<Vec<(String, f32)>> {
     vectors

@@ -62,13 +62,10 @@ pub fn escalation_agreement(
             None => p
                 .intents
                 .iter()
+                .take(1)
                 .map(|s| Scored {
                     label: s.label.clone(),
-                    score: if s.label == p.intents[0].label {
-                        1.0
-                    } else {
-                        0.0
-                    },
+                    score: 1.0,
                 })
                 .collect(),
         };

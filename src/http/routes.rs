@@ -184,10 +184,7 @@ pub async fn answer(
     let turn = Turn {
         intent: intent.label.clone(),
         emotion: emotion.map(|e| e.label.clone()),
-        action: serde_json::to_value(decision.action)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        action: decision.action,
     };
     let mut turns = history;
     turns.push(turn.clone());

@@ -185,6 +185,22 @@ impl Encoder {
 
     /// Run one forward pass over tokenised texts (padded to the longest).
     pub fn forward(&self, batch: &[&Tokenized]) -> Result<EncoderOutput> {
+        let (ids, mask) = self.pad(batch)?;
+        let type_ids = ids.zeros_like()?;
+        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
+        let embeddings = mean_pool_normalize(&hidden, &mask)?;
+        let pooled_cls = match &self.pooler {
+            Some(p) => Some(p.forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?),
+            None => None,
+        };
+        Ok(EncoderOutput {
+            embeddings,
+            pooled_cls,
+        })
+    }
+
+    /// Pad a batch to its longest row: `[n, len]` ids and 0/1 attention mask.
+    pub fn pad(&self, batch: &[&Tokenized]) -> Result<(Tensor, Tensor)> {
         let n = batch.len();
         if n == 0 {
             bail!("empty batch");
@@ -198,19 +214,10 @@ impl Encoder {
             ids.extend(std::iter::repeat_n(self.pad_id, len - t.ids.len()));
             mask.extend(std::iter::repeat_n(0u32, len - t.ids.len()));
         }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let type_ids = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
-        let embeddings = mean_pool_normalize(&hidden, &mask)?;
-        let pooled_cls = match &self.pooler {
-            Some(p) => Some(p.forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?),
-            None => None,
-        };
-        Ok(EncoderOutput {
-            embeddings,
-            pooled_cls,
-        })
+        Ok((
+            Tensor::from_vec(ids, (n, len), &self.device)?,
+            Tensor::from_vec(mask, (n, len), &self.device)?,
+        ))
     }
 
     /// Tokenise and embed texts in length-sorted batches of `batch_size`; returns one

@@ -1,7 +1,7 @@
 //! Classification heads on top of the encoder: intent and emotion.
 //!
 //! Two kinds: our own heads (`heads.safetensors` + `heads.json`, trained by `triage train`
-//! on the mean-pooled e5 vector, an optional hidden layer, a temperature for calibrated
+//! on the mean-pooled e5 vector, one linear layer each, a temperature for calibrated
 //! probabilities) and the `classifier` of a fine-tuned Hugging Face
 //! `BertForSequenceClassification` checkpoint (on the BERT pooler output, labels from
 //! `config.json`'s `id2label`). Either gives a probability distribution over labels.
@@ -32,9 +32,6 @@ pub enum HeadInput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeadSpec {
     pub labels: Vec<String>,
-    /// Width of the hidden layer (0 = a single linear layer).
-    #[serde(default)]
-    pub hidden: usize,
     /// Softmax temperature fitted on the dev split (1.0 = uncalibrated).
     #[serde(default = "one")]
     pub temperature: f32,
@@ -98,7 +95,6 @@ pub struct Head {
     pub input: HeadInput,
     pub temperature: f32,
     input_scale: f32,
-    hidden: Option<Linear>,
     out: Linear,
 }
 
@@ -110,10 +106,6 @@ impl Head {
         } else {
             xs.clone()
         };
-        let xs = match &self.hidden {
-            Some(h) => h.forward(&xs)?.gelu_erf()?,
-            None => xs,
-        };
         Ok(self.out.forward(&xs)?)
     }
 
@@ -124,18 +116,18 @@ impl Head {
     }
 }
 
-/// Load our heads directory (`heads.safetensors` + `heads.json`).
+/// Load the weights of our heads (`heads.safetensors`) described by `meta` (its
+/// `heads.json`, read once by the caller).
 pub fn load_heads(
     dir: &Path,
+    meta: &HeadsMeta,
     hidden_size: usize,
     device: &Device,
-) -> Result<(HeadsMeta, Vec<Head>)> {
-    let meta_path = dir.join(HEADS_META);
-    let meta = read_meta(dir)?;
+) -> Result<Vec<Head>> {
     ensure!(
         meta.format.starts_with("triage-heads/"),
         "{} has unknown format '{}'",
-        meta_path.display(),
+        dir.join(HEADS_META).display(),
         meta.format
     );
     let weights = dir.join(HEADS_WEIGHTS);
@@ -145,22 +137,10 @@ pub fn load_heads(
     let mut heads = Vec::new();
     for (name, spec) in &meta.heads {
         ensure!(!spec.labels.is_empty(), "head '{name}' has no labels");
-        let vb = vb.pp(name);
-        let (hidden, out_in) = if spec.hidden > 0 {
-            (
-                Some(
-                    candle_nn::linear(hidden_size, spec.hidden, vb.pp("hidden"))
-                        .with_context(|| format!("head '{name}': hidden layer"))?,
-                ),
-                spec.hidden,
-            )
-        } else {
-            (None, hidden_size)
-        };
-        let out =
-            candle_nn::linear(out_in, spec.labels.len(), vb.pp("out")).with_context(|| {
+        let out = candle_nn::linear(hidden_size, spec.labels.len(), vb.pp(name).pp("out"))
+            .with_context(|| {
                 format!(
-                    "head '{name}' weights do not match its {} labels and input size {out_in}",
+                    "head '{name}' weights do not match its {} labels and input size {hidden_size}",
                     spec.labels.len()
                 )
             })?;
@@ -170,11 +150,10 @@ pub fn load_heads(
             input: HeadInput::MeanPooled,
             temperature: spec.temperature,
             input_scale: meta.input_scale,
-            hidden,
             out,
         });
     }
-    Ok((meta, heads))
+    Ok(heads)
 }
 
 /// Load the `classifier` of a Hugging Face `BertForSequenceClassification` directory as an
@@ -218,7 +197,6 @@ pub fn load_hf_classifier(dir: &Path, hidden_size: usize, device: &Device) -> Re
         input: HeadInput::PooledCls,
         temperature: 1.0,
         input_scale: 1.0,
-        hidden: None,
         out,
     }))
 }

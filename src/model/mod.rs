@@ -85,29 +85,26 @@ impl Model {
 
     /// Load an encoder directory and (optionally) a heads directory.
     pub fn load_dirs(dir: &Path, heads_dir: Option<&Path>, device: &Device) -> Result<Self> {
-        let adapters = match heads_dir {
-            Some(h) => {
-                let meta = heads::read_meta(h)?;
-                match meta.adapters {
-                    Some(spec) => Some(lora::Adapters::load(
-                        &h.join(lora::ADAPTERS_FILE),
-                        spec.scale(),
-                    )?),
-                    None => None,
-                }
-            }
-            None => None,
+        // heads.json is read once: it names the adapters and describes the heads.
+        let meta = heads_dir
+            .map(|h| {
+                heads::read_meta(h).with_context(|| format!("loading heads from {}", h.display()))
+            })
+            .transpose()?;
+        let adapters = match (heads_dir, meta.as_ref().and_then(|m| m.adapters.as_ref())) {
+            (Some(h), Some(spec)) => Some(lora::Adapters::load(
+                &h.join(lora::ADAPTERS_FILE),
+                spec.scale(),
+            )?),
+            _ => None,
         };
         let encoder = Encoder::load_with_adapters(dir, device, adapters.as_ref())
             .with_context(|| format!("loading the encoder from {}", dir.display()))?;
         let hf_intent = heads::load_hf_classifier(dir, encoder.hidden_size(), device)?;
-        let (meta, mut own) = match heads_dir {
-            Some(h) => {
-                let (m, hs) = heads::load_heads(h, encoder.hidden_size(), device)
-                    .with_context(|| format!("loading heads from {}", h.display()))?;
-                (Some(m), hs)
-            }
-            None => (None, Vec::new()),
+        let mut own = match (heads_dir, &meta) {
+            (Some(h), Some(m)) => heads::load_heads(h, m, encoder.hidden_size(), device)
+                .with_context(|| format!("loading heads from {}", h.display()))?,
+            _ => Vec::new(),
         };
         let take = |name: &str, v: &mut Vec<Head>| {
             v.iter().position(|h| h.name == name).map(|i| v.remove(i))

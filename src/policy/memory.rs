@@ -1,6 +1,7 @@
 //! Conversation memory: the last turns (intent and emotion only, never the text) of each
 //! `conversation_id`, bounded in conversations and turns, forgotten after a TTL.
 
+use super::rules::ActionType;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 pub struct Turn {
     pub intent: String,
     pub emotion: Option<String>,
-    pub action: String,
+    pub action: ActionType,
 }
 
 struct Conversation {
@@ -109,7 +110,7 @@ mod tests {
         Turn {
             intent: i.into(),
             emotion: None,
-            action: "answer".into(),
+            action: ActionType::Answer,
         }
     }
 

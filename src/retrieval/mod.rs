@@ -106,10 +106,20 @@ impl Retriever {
 
     /// The `k` best entries for a query vector.
     pub fn search(&self, query: &[f32], k: usize) -> Vec<Candidate> {
-        // Several variants per entry: look deeper, keep each entry's best.
-        let hits = self.index.search(query, (k * 8).max(16));
+        self.best_entries(query, k)
+            .into_iter()
+            .map(|(e, score)| Candidate {
+                faq_id: self.entries[e].id.clone(),
+                score,
+            })
+            .collect()
+    }
+
+    /// `(entry index, score)` of the `k` best entries. Several variants per entry: look
+    /// deeper in the index, keep each entry's best.
+    fn best_entries(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
         let mut best: Vec<(usize, f32)> = Vec::new();
-        for (row, score) in hits {
+        for (row, score) in self.index.search(query, (k * 8).max(16)) {
             let e = self.row_entry[row];
             if !best.iter().any(|(b, _)| *b == e) {
                 best.push((e, score));
@@ -118,12 +128,7 @@ impl Retriever {
                 break;
             }
         }
-        best.into_iter()
-            .map(|(e, score)| Candidate {
-                faq_id: self.entries[e].id.clone(),
-                score,
-            })
-            .collect()
+        best
     }
 
     /// Candidates plus the answer (if the best is above the floor), in `language` when the
@@ -134,20 +139,27 @@ impl Retriever {
         language: Option<&str>,
         k: usize,
     ) -> (Option<Answer>, Vec<Candidate>) {
-        let candidates = self.search(query, k.max(1));
-        let answer = candidates
+        let best = self.best_entries(query, k.max(1));
+        let answer = best
             .first()
-            .filter(|c| c.score >= self.config.floor)
-            .and_then(|c| {
-                let entry = self.entries.iter().find(|e| e.id == c.faq_id)?;
+            .filter(|(_, score)| *score >= self.config.floor)
+            .and_then(|&(e, score)| {
+                let entry = &self.entries[e];
                 let (lang, text) = pick_language(entry, language, &self.config.fallback_language)?;
                 Some(Answer {
-                    faq_id: c.faq_id.clone(),
+                    faq_id: entry.id.clone(),
                     text: text.to_string(),
                     language: lang.to_string(),
-                    score: c.score,
+                    score,
                 })
             });
+        let candidates = best
+            .into_iter()
+            .map(|(e, score)| Candidate {
+                faq_id: self.entries[e].id.clone(),
+                score,
+            })
+            .collect();
         (answer, candidates)
     }
 }

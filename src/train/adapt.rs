@@ -11,7 +11,7 @@ use crate::model::bert::{load_tensors, mask_bias, Bert, LayerAdapters, LoraPair,
 use crate::model::encoder::{length_sorted_batches, mean_pool_normalize};
 use crate::model::heads::{AdapterSpec, HeadSpec, HeadsMeta, HEADS_META, HEADS_WEIGHTS};
 use crate::model::lora::ADAPTERS_FILE;
-use crate::model::Encoder;
+use crate::model::{Encoder, Tokenized};
 use crate::taxonomy;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -373,7 +373,6 @@ pub fn train(
             t.name.to_string(),
             HeadSpec {
                 labels: t.labels.clone(),
-                hidden: 0,
                 temperature,
             },
         );
@@ -470,21 +469,10 @@ fn frozen_pass(
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let tokens = encoder.tokenize(&texts)?;
     let mut states = vec![None; rows.len()];
-    let device = Device::Cpu;
     let mut done = 0;
     for b in length_sorted_batches(&tokens, batch) {
-        let len = b.iter().map(|&i| tokens[i].ids.len()).max().unwrap_or(1);
-        let mut ids = Vec::new();
-        let mut mask = Vec::new();
-        for &i in &b {
-            let t = &tokens[i].ids;
-            ids.extend_from_slice(t);
-            ids.extend(std::iter::repeat_n(1u32, len - t.len()));
-            mask.extend(std::iter::repeat_n(1u32, t.len()));
-            mask.extend(std::iter::repeat_n(0u32, len - t.len()));
-        }
-        let ids = Tensor::from_vec(ids, (b.len(), len), &device)?;
-        let mask = Tensor::from_vec(mask, (b.len(), len), &device)?;
+        let refs: Vec<&Tokenized> = b.iter().map(|&i| &tokens[i]).collect();
+        let (ids, mask) = encoder.pad(&refs)?;
         let h = bert.layers(bert.embed(&ids)?, &mask_bias(&mask)?, 0, lower, None)?;
         for (k, &i) in b.iter().enumerate() {
             states[i] = Some(h.get(k)?.narrow(0, 0, tokens[i].ids.len())?.contiguous()?);
