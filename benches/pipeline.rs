@@ -143,7 +143,7 @@ fn bench_batcher(c: &mut Criterion) {
         top_layers: 0,
         ..Default::default()
     };
-    triage::train::train(&enc, &rows, &rows, &opts, &heads).unwrap();
+    triage::train::train(&enc, &rows, &rows, None, &opts, &heads).unwrap();
     let model = Arc::new(Model::load_dirs(&enc, Some(&heads), &Device::Cpu).unwrap());
     let direct = model.clone();
     let batcher = Batcher::start(

@@ -7,7 +7,7 @@
 use crate::batch::ModelSource;
 use crate::model::{Model, ModelOptions};
 use crate::policy::Policy;
-use crate::retrieval::{read_kb, RetrievalConfig, Retriever};
+use crate::retrieval::{embedder, read_kb, RetrievalConfig, Retriever};
 use anyhow::{ensure, Context, Result};
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
@@ -71,10 +71,14 @@ fn load_model(opts: &ModelOptions) -> Result<Model> {
 
 fn build_retriever(model: &Model, s: &Sources) -> Result<Retriever> {
     let entries = read_kb(&s.faq)?;
+    let ranker = s
+        .retrieval
+        .ranker(model.heads_meta.as_ref().and_then(|m| m.retrieval));
     Retriever::build(
         entries,
-        |texts| model.encoder.embed(texts, 32),
+        embedder(&model.encoder, 32),
         s.retrieval.clone(),
+        ranker,
     )
 }
 

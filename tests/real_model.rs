@@ -144,8 +144,8 @@ const MIN_EMOTION_MACRO_F1: f64 = 0.86;
 
 #[test]
 fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
-    use triage::eval::faq::{evaluate as faq_eval, rank_queries, read_queries};
-    use triage::retrieval::{read_kb, RetrievalConfig, Retriever};
+    use triage::eval::faq::{evaluate as faq_eval, predict_queries, rank_all, read_queries};
+    use triage::retrieval::{embedder, read_kb, RetrievalConfig, Retriever};
     let model = Model::load_dirs(
         &common::default_model_dir(),
         Some(&common::default_heads_dir()),
@@ -153,17 +153,14 @@ fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
     )
     .unwrap();
     let kb = read_kb(&common::repo().join("models/faq/default-kb.jsonl")).unwrap();
-    let retriever = Retriever::build(
-        kb,
-        |t| model.encoder.embed(t, 32),
-        RetrievalConfig::default(),
-    )
-    .unwrap();
+    let config = RetrievalConfig::default();
+    let ranker = config.ranker(model.heads_meta.as_ref().and_then(|m| m.retrieval));
+    let retriever = Retriever::build(kb, embedder(&model.encoder, 32), config, ranker).unwrap();
     let queries =
         read_queries(&common::repo().join("training-data/faq/paraphrase-queries.jsonl")).unwrap();
     assert_eq!(queries.len(), 504);
-    let ranked = rank_queries(&model.encoder, &retriever, &queries, 32).unwrap();
-    let r = faq_eval(&queries, &ranked, 0.5);
+    let predictions = predict_queries(&model, &queries, 32).unwrap();
+    let r = faq_eval(&queries, &rank_all(&retriever, &predictions), ranker);
     eprintln!(
         "FAQ top-1 {:.3}, top-3 {:.3}",
         r.overall.top1, r.overall.top3

@@ -87,7 +87,7 @@ fn heads_train_save_load_and_predict() {
         ..TrainOptions::default()
     };
     let heads_dir = tmp.path().join("heads");
-    let report = train(&enc_dir, &rows, &rows, &opts, &heads_dir).unwrap();
+    let report = train(&enc_dir, &rows, &rows, None, &opts, &heads_dir).unwrap();
     assert!(report.heads["intent"].dev_accuracy >= 0.83, "{report:?}");
 
     let model = Model::load_dirs(&enc_dir, Some(&heads_dir), &Device::Cpu).unwrap();
@@ -221,4 +221,74 @@ fn our_bert_forward_matches_candles_bert_model() {
             .fold(0f32, f32::max);
         assert!(max_diff < 1e-4, "max diff {max_diff}");
     }
+}
+
+#[test]
+fn the_retrieval_objective_pulls_messages_to_their_faq_entry() {
+    use triage::train::RetrievalData;
+    let tmp = tempfile::tempdir().unwrap();
+    let enc_dir = tmp.path().join("enc");
+    tiny::write_tiny_bert(&enc_dir, 3).unwrap();
+    let kb = tmp.path().join("kb.jsonl");
+    std::fs::write(
+        &kb,
+        concat!(
+            r#"{"id":"track","question":{"en":["where is my order"]},"answer":{"en":"A"}}"#,
+            "\n",
+            r#"{"id":"refund","question":{"en":["refund please"]},"answer":{"en":"B"}}"#,
+            "\n",
+            r#"{"id":"hello","question":{"en":["hello"]},"answer":{"en":"C"}}"#,
+        ),
+    )
+    .unwrap();
+    let pairs = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        concat!(
+            r#"{"text":"hi","faq_id":"hello"}"#,
+            "\n",
+            r#"{"text":"my parcel ?","faq_id":"track"}"#,
+            "\n",
+            r#"{"text":"money back now","faq_id":"refund"}"#,
+            "\n",
+            r#"{"text":"unrelated","faq_id":null}"#,
+        ),
+    )
+    .unwrap();
+    let data = RetrievalData::load(&kb, &pairs, &pairs).unwrap();
+    assert_eq!(data.train.texts.len(), 3, "the null row is skipped");
+    let rows = vec![
+        row("where is my order", "order_status", "neutral"),
+        row("i want a refund now !", "refund_status", "angry"),
+        row("hello", "greeting", "satisfied"),
+    ];
+    let opts = TrainOptions {
+        epochs: 40,
+        lr: 1e-2,
+        lr_adapters: 1e-2,
+        top_layers: 1,
+        embed_batch: 4,
+        retrieval_batch: 3,
+        ..TrainOptions::default()
+    };
+    let report = train(
+        &enc_dir,
+        &rows,
+        &rows,
+        Some(&data),
+        &opts,
+        &tmp.path().join("heads"),
+    )
+    .unwrap();
+    let top1: Vec<f64> = report
+        .epochs
+        .iter()
+        .map(|e| e.dev_retrieval_top1.unwrap())
+        .collect();
+    assert_eq!(*top1.last().unwrap(), 1.0, "{top1:?}");
+
+    // A pair naming an entry the knowledge base lacks is refused by name.
+    std::fs::write(&pairs, r#"{"text":"x","faq_id":"nope"}"#).unwrap();
+    let err = RetrievalData::load(&kb, &pairs, &pairs).unwrap_err();
+    assert!(format!("{err:#}").contains("'nope'"), "{err:#}");
 }

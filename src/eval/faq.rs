@@ -1,8 +1,11 @@
 //! FAQ retrieval quality on a labelled query set (`{"text", "lang", "faq_id" | null}`):
 //! top-1, top-3 and MRR over queries that have an entry, and precision/recall of "no
-//! answer" (best score under the floor) over all queries, per language.
+//! answer" (the ranker chose no entry) over all queries, per language. Also turns a
+//! labelled query set into fitting examples for the ranker.
 
-use crate::retrieval::Retriever;
+use crate::model::{Model, Prediction};
+use crate::retrieval::ranking::{fit, Example};
+use crate::retrieval::{Ranker, Retriever};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -23,7 +26,7 @@ pub struct FaqMetrics {
     pub top1: f64,
     pub top3: f64,
     pub mrr: f64,
-    /// Queries with an entry whose best candidate is right and above the floor.
+    /// Queries with an entry that get that entry as the answer.
     pub answered_correctly: f64,
     pub no_answer_precision: f64,
     pub no_answer_recall: f64,
@@ -43,16 +46,16 @@ struct Acc {
 }
 
 impl Acc {
-    fn add(&mut self, gold: Option<&str>, ranked: &[(String, f32)], floor: f32) {
+    fn add(&mut self, gold: Option<&str>, r: &Ranked) {
         self.n += 1;
-        let predicted_null = ranked.first().is_none_or(|(_, s)| *s < floor);
+        let predicted_null = !r.answered;
         if predicted_null {
             self.null_pred += 1;
         }
         match gold {
             Some(g) => {
                 self.with_entry += 1;
-                if let Some(pos) = ranked.iter().position(|(id, _)| id == g) {
+                if let Some(pos) = r.ids.iter().position(|id| id == g) {
                     if pos == 0 {
                         self.top1 += 1;
                         if !predicted_null {
@@ -93,26 +96,33 @@ impl Acc {
     }
 }
 
-/// The report: overall and per language, at one floor.
+/// One query's outcome: entry ids best first, and whether the best was given as the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    pub ids: Vec<String>,
+    pub answered: bool,
+}
+
+/// The report: overall and per language, with the ranker that made it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaqReport {
-    pub floor: f32,
+    pub ranker: Ranker,
     pub overall: FaqMetrics,
     pub per_language: BTreeMap<String, FaqMetrics>,
 }
 
-/// Score ranked candidates (`ranked[i]` for `queries[i]`, best first, up to 10).
-pub fn evaluate(queries: &[FaqQuery], ranked: &[Vec<(String, f32)>], floor: f32) -> FaqReport {
+/// Score the outcomes (`ranked[i]` for `queries[i]`).
+pub fn evaluate(queries: &[FaqQuery], ranked: &[Ranked], ranker: Ranker) -> FaqReport {
     let mut all = Acc::default();
     let mut per: BTreeMap<String, Acc> = BTreeMap::new();
     for (q, r) in queries.iter().zip(ranked) {
-        all.add(q.faq_id.as_deref(), r, floor);
+        all.add(q.faq_id.as_deref(), r);
         per.entry(q.lang.clone().unwrap_or_else(|| "?".into()))
             .or_default()
-            .add(q.faq_id.as_deref(), r, floor);
+            .add(q.faq_id.as_deref(), r);
     }
     FaqReport {
-        floor,
+        ranker,
         overall: all.metrics(),
         per_language: per.into_iter().map(|(k, v)| (k, v.metrics())).collect(),
     }
@@ -136,36 +146,70 @@ pub fn read_queries(path: &std::path::Path) -> anyhow::Result<Vec<FaqQuery>> {
     Ok(queries)
 }
 
-/// Embed the queries with `encoder` and rank each against the retriever.
-pub fn rank_queries(
-    encoder: &crate::model::Encoder,
-    retriever: &Retriever,
+/// Run the model on the queries: one encoder pass each gives the vector and the intents.
+pub fn predict_queries(
+    model: &Model,
     queries: &[FaqQuery],
     batch_size: usize,
-) -> anyhow::Result<Vec<Vec<(String, f32)>>> {
+) -> anyhow::Result<Vec<Prediction>> {
     let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
-    Ok(rank_all(retriever, &encoder.embed(&texts, batch_size)?))
+    model.predict(&texts, batch_size)
 }
 
-/// Rank every query against the retriever.
-pub fn rank_all(retriever: &Retriever, vectors: &[Vec<f32>]) -> Vec<Vec<(String, f32)>> {
-    vectors
+/// Rank every query against the retriever with its ranker.
+pub fn rank_all(retriever: &Retriever, predictions: &[Prediction]) -> Vec<Ranked> {
+    predictions
         .iter()
-        .map(|v| {
-            retriever
-                .search(v, 10)
-                .into_iter()
-                .map(|c| (c.faq_id, c.score))
-                .collect()
+        .map(|p| {
+            let r = retriever.rank(&p.embedding, &p.intents);
+            Ranked {
+                ids: r
+                    .candidates
+                    .iter()
+                    .take(10)
+                    .map(|&(e, _, _)| retriever.entries()[e].id.clone())
+                    .collect(),
+                answered: r.answered,
+            }
         })
         .collect()
+}
+
+/// Fit a ranker on labelled queries against one or more knowledge bases (e.g. the full
+/// one and one restricted to a few languages, so that the weights hold for both); queries
+/// naming an entry a knowledge base lacks are skipped for it. Returns the ranker, the mean
+/// negative log-likelihood and the number of examples.
+pub fn fit_ranker(
+    retrievers: &[&Retriever],
+    queries: &[FaqQuery],
+    predictions: &[Prediction],
+    with_answers: bool,
+) -> (Ranker, f64, usize) {
+    let examples: Vec<Example> = retrievers
+        .iter()
+        .flat_map(|r| {
+            queries
+                .iter()
+                .zip(predictions)
+                .filter_map(|(q, p)| r.example(&p.embedding, &p.intents, q.faq_id.as_deref()))
+        })
+        .collect();
+    let start = Ranker {
+        question: 40.0,
+        answer: 0.0,
+        intent: 0.5,
+        null_bias: 34.0,
+        null_unserved: 0.5,
+    };
+    let (ranker, nll) = fit(&examples, start, with_answers);
+    (ranker, nll, examples.len())
 }
 
 /// Text table of a report.
 pub fn render(r: &FaqReport) -> String {
     let mut s = format!(
-        "floor {:.3}\n{:<8} {:>5} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}\n",
-        r.floor, "lang", "n", "top1", "top3", "MRR", "answered", "null-P", "null-R"
+        "{:<8} {:>5} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}\n",
+        "lang", "n", "top1", "top3", "MRR", "answered", "null-P", "null-R"
     );
     let row = |s: &mut String, name: &str, m: &FaqMetrics| {
         s.push_str(&format!(
@@ -198,13 +242,17 @@ mod tests {
             faq_id: id.map(String::from),
         };
         let queries = vec![q(Some("a")), q(Some("b")), q(None), q(None)];
+        let r = |ids: &[&str], answered| Ranked {
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            answered,
+        };
         let ranked = vec![
-            vec![("a".to_string(), 0.9), ("b".to_string(), 0.5)],
-            vec![("a".to_string(), 0.9), ("b".to_string(), 0.8)],
-            vec![("a".to_string(), 0.3)],
-            vec![("b".to_string(), 0.95)],
+            r(&["a", "b"], true),
+            r(&["a", "b"], true),
+            r(&["a"], false),
+            r(&["b"], true),
         ];
-        let r = evaluate(&queries, &ranked, 0.85);
+        let r = evaluate(&queries, &ranked, Ranker::cosine_floor(0.85));
         assert_eq!(r.overall.top1, 0.5);
         assert_eq!(r.overall.top3, 1.0);
         assert!((r.overall.mrr - 0.75).abs() < 1e-9);

@@ -154,7 +154,9 @@ pub async fn answer(
     let done = run(&s, std::slice::from_ref(&req.text)).await?.remove(0);
     let (p, bundle) = (&done.prediction, &done.state);
     let lang = language_for(req.language.as_deref(), &req.text, &s.fallback_language);
-    let (faq, candidates) = bundle.retriever.answer(&p.embedding, Some(&lang), 3);
+    let (faq, candidates) = bundle
+        .retriever
+        .answer(&p.embedding, &p.intents, Some(&lang), 3);
     let history = req
         .conversation_id
         .as_deref()

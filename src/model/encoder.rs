@@ -164,12 +164,24 @@ impl Encoder {
         &self.tokenizer
     }
 
+    /// The prefix for documents (answers): `"passage: "` where queries take `"query: "`
+    /// (e5 models), else the query prefix.
+    pub fn passage_prefix(&self) -> &str {
+        if self.prefix == "query: " {
+            "passage: "
+        } else {
+            &self.prefix
+        }
+    }
+
     /// Tokenise texts with the model's prefix, special tokens and truncation.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Tokenized>> {
-        let inputs: Vec<String> = texts
-            .iter()
-            .map(|t| format!("{}{t}", self.prefix))
-            .collect();
+        self.tokenize_with_prefix(texts, &self.prefix)
+    }
+
+    /// Tokenise texts with the given prefix, special tokens and truncation.
+    pub fn tokenize_with_prefix(&self, texts: &[&str], prefix: &str) -> Result<Vec<Tokenized>> {
+        let inputs: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
         let encodings = self
             .tokenizer
             .encode_batch(inputs, true)
@@ -223,7 +235,17 @@ impl Encoder {
     /// Tokenise and embed texts in length-sorted batches of `batch_size`; returns one
     /// vector per text, in input order.
     pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-        let tokens = self.tokenize(texts)?;
+        self.embed_with_prefix(texts, &self.prefix, batch_size)
+    }
+
+    /// As [`Encoder::embed`] with another prefix (see [`Encoder::passage_prefix`]).
+    pub fn embed_with_prefix(
+        &self,
+        texts: &[&str],
+        prefix: &str,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let tokens = self.tokenize_with_prefix(texts, prefix)?;
         let mut out = vec![Vec::new(); texts.len()];
         for batch in length_sorted_batches(&tokens, batch_size) {
             let refs: Vec<&Tokenized> = batch.iter().map(|&i| &tokens[i]).collect();

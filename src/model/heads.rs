@@ -51,10 +51,10 @@ pub struct HeadsMeta {
     #[serde(default = "one")]
     pub input_scale: f32,
     pub heads: BTreeMap<String, HeadSpec>,
-    /// FAQ similarity floor suited to this model's vectors (adapters reshape the space);
-    /// the server uses it unless `--faq-floor` is given.
+    /// The FAQ ranker fitted on this model's vectors and intent head (adapters reshape the
+    /// space); the server uses it unless `--faq-floor` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retrieval_floor: Option<f32>,
+    pub retrieval: Option<crate::retrieval::Ranker>,
     /// LoRA adapters shipped with the heads (`adapters.safetensors`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapters: Option<AdapterSpec>,

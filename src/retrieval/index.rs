@@ -7,6 +7,8 @@
 pub trait VectorIndex: Send + Sync {
     /// The `k` rows most similar to `query` (cosine = dot product of unit vectors), best first.
     fn search(&self, query: &[f32], k: usize) -> Vec<(usize, f32)>;
+    /// Similarity of the query to one row.
+    fn similarity(&self, row: usize, query: &[f32]) -> f32;
     /// Number of rows.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -57,6 +59,13 @@ impl VectorIndex for ExactIndex {
         scored.truncate(k);
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         scored
+    }
+
+    fn similarity(&self, row: usize, query: &[f32]) -> f32 {
+        match self.data.get(row * self.dim..(row + 1) * self.dim) {
+            Some(r) if query.len() == self.dim => dot(r, query),
+            _ => f32::NEG_INFINITY,
+        }
     }
 
     fn len(&self) -> usize {

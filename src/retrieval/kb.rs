@@ -83,6 +83,20 @@ pub fn parse_kb(content: &str) -> Result<Vec<FaqEntry>> {
     Ok(out)
 }
 
+/// Keep only the questions and answers in `languages` (a knowledge base written in those
+/// languages only); entries left without a question or an answer are dropped. An empty list
+/// keeps everything.
+pub fn restrict_languages(entries: &mut Vec<FaqEntry>, languages: &[String]) {
+    if languages.is_empty() {
+        return;
+    }
+    for e in entries.iter_mut() {
+        e.questions.retain(|l, _| languages.contains(l));
+        e.answers.retain(|l, _| languages.contains(l));
+    }
+    entries.retain(|e| !e.questions.is_empty() && !e.answers.is_empty());
+}
+
 fn lang_map(
     v: Option<&serde_json::Value>,
     n: usize,

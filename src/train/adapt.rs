@@ -5,6 +5,7 @@
 //! head is temperature-scaled on dev. `top_layers = 0` trains heads on the frozen encoder.
 
 use super::calibrate::{fit_temperature, softmax};
+use super::contrastive::{RetrievalData, RetrievalTask};
 use crate::dataset::Labeled;
 use crate::eval::expected_calibration_error;
 use crate::model::bert::{load_tensors, mask_bias, Bert, LayerAdapters, LoraPair, LINEARS};
@@ -42,6 +43,12 @@ pub struct TrainOptions {
     pub input_scale: f32,
     /// Encoder batch size for the frozen pass.
     pub embed_batch: usize,
+    /// Weight of the retrieval (contrastive) loss next to the heads' losses.
+    pub retrieval_weight: f64,
+    /// Pairs per retrieval step.
+    pub retrieval_batch: usize,
+    /// InfoNCE temperature of the retrieval loss.
+    pub retrieval_temperature: f64,
 }
 
 impl Default for TrainOptions {
@@ -58,6 +65,9 @@ impl Default for TrainOptions {
             seed: 42,
             input_scale: 20.0,
             embed_batch: 32,
+            retrieval_weight: 1.0,
+            retrieval_batch: 16,
+            retrieval_temperature: 0.05,
         }
     }
 }
@@ -93,6 +103,9 @@ pub struct EpochLog {
     pub loss: f64,
     pub dev_intent_accuracy: f64,
     pub dev_emotion_accuracy: f64,
+    /// Top-1 of the retrieval objective's held-out pairs (when trained with it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_retrieval_top1: Option<f64>,
     pub seconds: f64,
 }
 
@@ -105,17 +118,19 @@ struct Task {
     b: Var,
 }
 
-struct Cached {
+pub(super) struct Cached {
     /// Per message `[len, hidden]` output of the frozen layers.
     states: Vec<Tensor>,
 }
 
 /// Train and write `heads.safetensors`, `heads.json` and (with `top_layers > 0`)
-/// `adapters.safetensors` into `out`.
+/// `adapters.safetensors` into `out`. With `retrieval` data the adapters also learn the
+/// retrieval objective ([`super::contrastive`]).
 pub fn train(
     encoder_dir: &Path,
     train: &[Labeled],
     dev: &[Labeled],
+    retrieval: Option<&RetrievalData>,
     opts: &TrainOptions,
     out: &Path,
 ) -> Result<TrainReport> {
@@ -148,8 +163,22 @@ pub fn train(
         train.len(),
         dev.len()
     );
-    let train_cache = frozen_pass(&encoder, &bert, train, lower, opts.embed_batch)?;
-    let dev_cache = frozen_pass(&encoder, &bert, dev, lower, opts.embed_batch)?;
+    let train_cache = frozen_pass(&encoder, &bert, &texts_of(train), lower, opts.embed_batch)?;
+    let dev_cache = frozen_pass(&encoder, &bert, &texts_of(dev), lower, opts.embed_batch)?;
+    let mut retrieval = match retrieval {
+        Some(data) if opts.top_layers > 0 && opts.retrieval_weight > 0.0 => {
+            Some(RetrievalTask::new(
+                data,
+                &encoder,
+                &bert,
+                lower,
+                opts.embed_batch,
+                opts.retrieval_batch,
+                opts.retrieval_temperature,
+            )?)
+        }
+        _ => None,
+    };
     let seconds_frozen_pass = t0.elapsed().as_secs_f64();
 
     let mut rng = StdRng::seed_from_u64(opts.seed);
@@ -245,6 +274,7 @@ pub fn train(
         order.shuffle(&mut rng);
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         let total_batches = order.len().div_ceil(opts.batch_size.max(1));
+        let retrieval_steps = retrieval.as_ref().map_or(0, |r| r.steps_per_epoch());
         for chunk in order.chunks(opts.batch_size.max(1)) {
             if batches % 10 == 0 {
                 eprint!(
@@ -275,6 +305,18 @@ pub fn train(
                     None => l,
                 });
             }
+            // Retrieval steps spread evenly over the epoch's classification batches.
+            if let Some(r) = retrieval.as_mut() {
+                if (batches + 1) * retrieval_steps / total_batches
+                    > batches * retrieval_steps / total_batches
+                {
+                    let l = (r.loss(&ctx, &adapters, &mut rng)? * opts.retrieval_weight)?;
+                    loss = Some(match loss {
+                        Some(acc) => (acc + l)?,
+                        None => l,
+                    });
+                }
+            }
             let Some(loss) = loss else { continue };
             let grads = loss.backward()?;
             opt_heads.step(&grads)?;
@@ -292,23 +334,31 @@ pub fn train(
             .collect();
         let intent_acc = acc.first().copied().unwrap_or(0.0);
         let emotion_acc = acc.get(1).copied().unwrap_or(0.0);
+        let retrieval_top1 = match &retrieval {
+            Some(r) => Some(r.dev_top1(&ctx, &adapters_of(&lora, scale, true))?),
+            None => None,
+        };
         let log = EpochLog {
             epoch,
             loss: loss_sum / batches.max(1) as f64,
             dev_intent_accuracy: intent_acc,
             dev_emotion_accuracy: emotion_acc,
+            dev_retrieval_top1: retrieval_top1,
             seconds: te.elapsed().as_secs_f64(),
         };
         eprintln!(
-            "\repoch {epoch:>2}/{} loss={:.4} dev intent={:.1}% emotion={:.1}% ({:.0}s)",
+            "\repoch {epoch:>2}/{} loss={:.4} dev intent={:.1}% emotion={:.1}%{} ({:.0}s)",
             opts.epochs,
             log.loss,
             100.0 * intent_acc,
             100.0 * emotion_acc,
+            retrieval_top1
+                .map(|t| format!(" retrieval top-1={:.1}%", 100.0 * t))
+                .unwrap_or_default(),
             log.seconds
         );
         logs.push(log);
-        let score = acc.iter().sum::<f64>();
+        let score = acc.iter().sum::<f64>() + retrieval_top1.unwrap_or(0.0);
         if best.as_ref().is_none_or(|b| score > b.0) {
             best = Some((
                 score,
@@ -407,14 +457,14 @@ pub fn train(
         input_scale: opts.input_scale,
         heads: head_specs,
         adapters,
-        retrieval_floor: None,
+        retrieval: None,
         training: serde_json::to_value(&report)?,
     };
     std::fs::write(out.join(HEADS_META), serde_json::to_string_pretty(&meta)?)?;
     Ok(report)
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     bert: &'a Bert,
     lower: usize,
     n_layers: usize,
@@ -423,12 +473,42 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Top layers + mean pooling + normalisation, scaled for the heads.
-    fn pooled(&self, x: Tensor, mask: &Tensor, adapters: Option<&LayerAdapters>) -> Result<Tensor> {
+    /// Top layers + mean pooling + normalisation: the retrieval vector.
+    pub(super) fn embedded(
+        &self,
+        x: Tensor,
+        mask: &Tensor,
+        adapters: Option<&LayerAdapters>,
+    ) -> Result<Tensor> {
         let h = self
             .bert
             .layers(x, &mask_bias(mask)?, self.lower, self.n_layers, adapters)?;
-        Ok((mean_pool_normalize(&h, mask)? * self.input_scale)?)
+        mean_pool_normalize(&h, mask)
+    }
+
+    /// The retrieval vector scaled for the heads.
+    fn pooled(&self, x: Tensor, mask: &Tensor, adapters: Option<&LayerAdapters>) -> Result<Tensor> {
+        Ok((self.embedded(x, mask, adapters)? * self.input_scale)?)
+    }
+
+    /// Retrieval vectors `[n, hidden]` of every cached message, in cache order, without a
+    /// gradient graph (pass detached adapters).
+    pub(super) fn embed_cache(&self, cache: &Cached, adapters: &LayerAdapters) -> Result<Tensor> {
+        let lens: Vec<usize> = cache.states.iter().map(|s| s.dim(0).unwrap_or(0)).collect();
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        order.sort_by_key(|&i| lens[i]);
+        let mut parts = Vec::new();
+        for chunk in order.chunks(64) {
+            let (x, mask) = pad_batch(cache, chunk)?;
+            parts.push(self.embedded(x, &mask, Some(adapters))?.detach());
+        }
+        let sorted = Tensor::cat(&parts, 0)?;
+        // Row k of `sorted` is message order[k]: invert the permutation.
+        let mut inverse = vec![0u32; order.len()];
+        for (k, &i) in order.iter().enumerate() {
+            inverse[i] = k as u32;
+        }
+        Ok(sorted.index_select(&Tensor::new(inverse.as_slice(), &Device::Cpu)?, 0)?)
     }
 
     /// Dev logits per task, without building a gradient graph.
@@ -438,37 +518,34 @@ impl Ctx<'_> {
         tasks: &[Task],
         lora: &BTreeMap<(usize, usize), (Var, Var)>,
     ) -> Result<Vec<Vec<Vec<f32>>>> {
-        let adapters = adapters_of(lora, self.scale, true);
-        let mut out = vec![vec![Vec::new(); cache.states.len()]; tasks.len()];
-        let lens: Vec<usize> = cache.states.iter().map(|s| s.dim(0).unwrap_or(0)).collect();
-        let mut order: Vec<usize> = (0..lens.len()).collect();
-        order.sort_by_key(|&i| lens[i]);
-        for chunk in order.chunks(64) {
-            let (x, mask) = pad_batch(cache, chunk)?;
-            let pooled = self.pooled(x, &mask, Some(&adapters))?;
-            for (ti, t) in tasks.iter().enumerate() {
-                let l = pooled
+        let pooled =
+            (self.embed_cache(cache, &adapters_of(lora, self.scale, true))? * self.input_scale)?;
+        tasks
+            .iter()
+            .map(|t| {
+                Ok(pooled
                     .matmul(&t.w.as_tensor().detach().t()?)?
-                    .broadcast_add(&t.b.as_tensor().detach())?;
-                for (row, &i) in l.to_vec2::<f32>()?.into_iter().zip(chunk) {
-                    out[ti][i] = row;
-                }
-            }
-        }
-        Ok(out)
+                    .broadcast_add(&t.b.as_tensor().detach())?
+                    .to_vec2::<f32>()?)
+            })
+            .collect()
     }
 }
 
-fn frozen_pass(
+fn texts_of(rows: &[Labeled]) -> Vec<&str> {
+    rows.iter().map(|r| r.text.as_str()).collect()
+}
+
+/// Run the frozen lower layers once over `texts` and keep each message's states.
+pub(super) fn frozen_pass(
     encoder: &Encoder,
     bert: &Bert,
-    rows: &[Labeled],
+    texts: &[&str],
     lower: usize,
     batch: usize,
 ) -> Result<Cached> {
-    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let tokens = encoder.tokenize(&texts)?;
-    let mut states = vec![None; rows.len()];
+    let tokens = encoder.tokenize(texts)?;
+    let mut states = vec![None; texts.len()];
     let mut done = 0;
     for b in length_sorted_batches(&tokens, batch) {
         let refs: Vec<&Tokenized> = b.iter().map(|&i| &tokens[i]).collect();
@@ -478,7 +555,7 @@ fn frozen_pass(
             states[i] = Some(h.get(k)?.narrow(0, 0, tokens[i].ids.len())?.contiguous()?);
         }
         done += b.len();
-        eprint!("\r  {done}/{}", rows.len());
+        eprint!("\r  {done}/{}", texts.len());
     }
     eprintln!();
     Ok(Cached {
@@ -489,7 +566,7 @@ fn frozen_pass(
     })
 }
 
-fn pad_batch(cache: &Cached, idx: &[usize]) -> Result<(Tensor, Tensor)> {
+pub(super) fn pad_batch(cache: &Cached, idx: &[usize]) -> Result<(Tensor, Tensor)> {
     let len = idx
         .iter()
         .map(|&i| cache.states[i].dim(0).unwrap_or(0))
