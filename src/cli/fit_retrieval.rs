@@ -34,6 +34,11 @@ pub struct FitRetrievalArgs {
     pub model: ModelArgs,
 }
 
+impl FitRetrievalArgs {
+    /// `--kb-variants`' default.
+    pub const DEFAULT_VARIANTS: [&'static str; 2] = ["all", "en+zh+es"];
+}
+
 pub fn run(a: &FitRetrievalArgs) -> Result<()> {
     let queries = read_queries(&a.queries).map_err(|e| InputError(format!("{e:#}")))?;
     let model = Model::load(&a.model.options()?)?;

@@ -1,6 +1,7 @@
 //! `triage train`: fit the heads (and LoRA adapters on the top encoder layers) on
 //! training-data/train, select and calibrate on training-data/dev, write a heads directory.
 
+use super::fit_retrieval::FitRetrievalArgs;
 use super::{InputError, ModelArgs};
 use crate::dataset;
 use crate::model::resolve_model_dir;
@@ -87,5 +88,20 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("heads written to {}", a.out.display());
-    Ok(())
+    // The ranker depends on the adapted vectors and the new intent head: refit it.
+    eprintln!("fitting the FAQ ranker on {}", a.faq_held_out.display());
+    super::fit_retrieval::run(&FitRetrievalArgs {
+        kb: a.kb.clone(),
+        queries: a.faq_held_out.clone(),
+        kb_variants: FitRetrievalArgs::DEFAULT_VARIANTS
+            .iter()
+            .map(|v| v.to_string())
+            .collect(),
+        no_answers: false,
+        dry_run: false,
+        model: ModelArgs {
+            heads: Some(a.out.clone()),
+            ..a.model.clone()
+        },
+    })
 }

@@ -66,7 +66,7 @@ impl Default for TrainOptions {
             input_scale: 20.0,
             embed_batch: 32,
             retrieval_weight: 1.0,
-            retrieval_batch: 16,
+            retrieval_batch: 32,
             retrieval_temperature: 0.05,
         }
     }
