@@ -4,60 +4,12 @@
 
 mod common;
 
-use reqwest::blocking::Client;
+use common::server::{base_args, client, post, spawn_server, start, Server};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use triage::cli::serve::{build_state, ServeArgs};
-use triage::http::{serve, AppState};
-
-struct Server {
-    addr: SocketAddr,
-    state: Arc<AppState>,
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-fn base_args() -> ServeArgs {
-    common::default_model_dir();
-    ServeArgs {
-        addr: Some("127.0.0.1:0".into()),
-        cache_dir: Some(common::cache_dir()),
-        heads: Some(common::default_heads_dir()),
-        policy: Some(common::repo().join("models/policy/default.toml")),
-        faq: Some(common::repo().join("tests/fixtures/kb-small.jsonl")),
-        ..ServeArgs::default()
-    }
-}
-
-fn start(args: ServeArgs) -> Server {
-    let (state, addr) = build_state(&args).expect("server state");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let s2 = state.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let (otx, orx) = tokio::sync::oneshot::channel();
-            tokio::spawn(serve(s2, addr, Some(otx)));
-            tx.send(orx.await.unwrap()).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    Server {
-        addr: rx.recv().unwrap(),
-        state,
-    }
-}
+use triage::cli::serve::ServeArgs;
 
 /// One shared server with the default knowledge base and default limits.
 fn shared() -> &'static Server {
@@ -68,19 +20,6 @@ fn shared() -> &'static Server {
             ..base_args()
         })
     })
-}
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn post(s: &Server, path: &str, body: Value) -> (u16, Value) {
-    let r = client().post(s.url(path)).json(&body).send().unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
 }
 
 #[test]
@@ -504,40 +443,6 @@ fn a_failing_reload_changes_nothing_and_says_why() {
         post(&s, "/classify", json!({"text": "still serving?"})).0,
         200
     );
-}
-
-/// Start `triage serve` as a child process; returns it and its address.
-fn spawn_server(envs: &[(&str, String)]) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    common::default_model_dir();
-    let repo = common::repo();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .arg("--faq")
-        .arg(repo.join("tests/fixtures/kb-small.jsonl"))
-        .arg("--cache-dir")
-        .arg(common::cache_dir())
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(&repo)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(a) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(a.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(300))
-        .expect("server did not start");
-    (child, addr)
 }
 
 #[test]

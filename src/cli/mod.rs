@@ -60,7 +60,7 @@ impl ModelArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP server (/classify, /answer, /health, /ready, /info, /metrics, admin reloads).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Load-test a running server on loopback (closed loop; throughput, p50/p95/p99, errors).
     Load(load::LoadArgs),
     /// Classify texts (arguments, or --input FILE.jsonl with a "text" field per line).

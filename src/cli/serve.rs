@@ -2,7 +2,7 @@
 //! (`TRIAGE_*`) or a key of a TOML config file (`--config`), in that order of precedence.
 
 use crate::batch::BatchConfig;
-use crate::http::{auth, serve, AppState, Limits};
+use crate::http::{auth, serve, AppState, Limits, NetOptions, TlsFiles};
 use crate::model::{device_name, parse_device, ModelOptions};
 use crate::retrieval::RetrievalConfig;
 use crate::state::{Sources, State};
@@ -79,6 +79,28 @@ pub struct ServeArgs {
     /// separated; none = public routes open).
     #[arg(long)]
     pub api_keys_file: Option<PathBuf>,
+    /// Time a client has to send a request's headers, ms [default: 10000].
+    #[arg(long, env = "TRIAGE_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time a client has to send a request's body, ms; slower gets 408 [default: 10000].
+    #[arg(long, env = "TRIAGE_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Connections open at once [default: 1024].
+    #[arg(long, env = "TRIAGE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Origins allowed by CORS, comma separated (`*` = any) [default: none, CORS off].
+    #[arg(long, env = "TRIAGE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Serve HTTPS: certificate chain (PEM). Needs --tls-key.
+    #[arg(long, env = "TRIAGE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serve HTTPS: private key (PEM).
+    #[arg(long, env = "TRIAGE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Log each request's text, with e-mail addresses, phone, card and order numbers masked
+    /// [default: false: customer text is never logged].
+    #[arg(long, env = "TRIAGE_LOG_TEXT")]
+    pub log_text: Option<bool>,
 }
 
 macro_rules! merge {
@@ -115,7 +137,14 @@ impl ServeArgs {
                 faq_floor,
                 fallback_language,
                 admin_key_file,
-                api_keys_file
+                api_keys_file,
+                header_read_timeout_ms,
+                body_read_timeout_ms,
+                max_connections,
+                cors_origins,
+                tls_cert,
+                tls_key,
+                log_text
             );
         }
         Ok(a)
@@ -131,8 +160,15 @@ fn repo_default(rel: &str) -> PathBuf {
     }
 }
 
+/// Everything `serve` needs, built from the settings.
+pub struct Built {
+    pub state: Arc<AppState>,
+    pub addr: std::net::SocketAddr,
+    pub net: NetOptions,
+}
+
 /// Build the application state from settings (also used by the integration tests).
-pub fn build_state(a: &ServeArgs) -> Result<(Arc<AppState>, std::net::SocketAddr)> {
+pub fn build_state(a: &ServeArgs) -> Result<Built> {
     let a = a.resolved()?;
     let device = parse_device(a.device.as_deref().unwrap_or("cpu"))?;
     let sources = Sources {
@@ -177,7 +213,33 @@ pub fn build_state(a: &ServeArgs) -> Result<(Arc<AppState>, std::net::SocketAddr
             .request_timeout_ms
             .map(Duration::from_millis)
             .unwrap_or(l.request_timeout),
+        body_read_timeout: a
+            .body_read_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(l.body_read_timeout),
+        log_text: a.log_text.unwrap_or(l.log_text),
     };
+    let n = NetOptions::default();
+    let net = NetOptions {
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("TLS needs both tls_cert and tls_key"),
+        },
+        cors_origins: a.cors_origins.clone().unwrap_or_default(),
+        max_connections: a.max_connections.unwrap_or(n.max_connections),
+        header_read_timeout: a
+            .header_read_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(n.header_read_timeout),
+    };
+    if let Some(t) = &net.tls {
+        // Refuse bad certificate files before loading the model.
+        crate::http::server::tls_acceptor(t)?;
+    }
     let public = match auth::key_from("TRIAGE_API_KEYS", None)? {
         Some(k) => k
             .split(',')
@@ -213,16 +275,24 @@ pub fn build_state(a: &ServeArgs) -> Result<(Arc<AppState>, std::net::SocketAddr
         keys,
         device_name(&device),
     ));
-    Ok((state, addr))
+    Ok(Built { state, addr, net })
 }
 
 pub fn run(a: &ServeArgs) -> Result<()> {
-    let (state, addr) = build_state(a)?;
+    // Logs on stderr; TRIAGE_LOG filters them (e.g. `warn`, `triage=debug`).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIAGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let Built { state, addr, net } = build_state(a)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(state, addr, None))
+    rt.block_on(serve(state, addr, None, net))
 }
 
 #[cfg(test)]

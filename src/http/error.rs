@@ -16,6 +16,8 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("the server is at capacity; retry shortly")]
     Overloaded,
     #[error("the request's deadline passed before it was served")]
@@ -35,6 +37,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Deadline => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -49,6 +52,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Timeout(_) => "request_timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::Deadline => "deadline_exceeded",
             ApiError::Internal(_) => "internal",

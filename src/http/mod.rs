@@ -6,8 +6,12 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod redact;
 pub mod routes;
+pub mod server;
 pub mod types;
+
+pub use server::{serve, NetOptions, TlsFiles};
 
 use crate::batch::{BatchConfig, Batcher};
 use crate::policy::memory::Memory;
@@ -21,7 +25,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::{ApiError, REQUEST_ID};
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,9 +37,17 @@ pub struct Limits {
     pub max_body_bytes: usize,
     #[serde(serialize_with = "ser_ms")]
     pub request_timeout: Duration,
+    /// Time a client has to send the whole body (slow senders get 408).
+    #[serde(serialize_with = "ser_ms")]
+    pub body_read_timeout: Duration,
+    /// Log each request's text (masked); off by default.
+    pub log_text: bool,
 }
 
-fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+pub(crate) fn ser_ms<S: serde::Serializer>(
+    d: &Duration,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
 }
 
@@ -47,6 +58,8 @@ impl Default for Limits {
             max_chars_per_text: 4000,
             max_body_bytes: 1 << 20,
             request_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            log_text: false,
         }
     }
 }
@@ -96,7 +109,6 @@ impl AppState {
 
 /// The router with every route and middleware.
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.limits.max_body_bytes;
     Router::new()
         .route("/classify", post(routes::classify))
         .route("/answer", post(routes::answer))
@@ -110,11 +122,51 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/reload/policy", post(reload_policy))
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        // The body is buffered (and limited) by `observe`, before any extractor runs.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
-/// Request id, body-size check, metrics.
+/// Read the whole body within the body read timeout and the size limit, so that no handler
+/// waits on a slow client; the request goes on with the buffered body.
+async fn buffer_body(s: &AppState, req: Request) -> Result<Request, ApiError> {
+    let (parts, body) = req.into_parts();
+    let limit = s.limits.max_body_bytes;
+    let bytes = match tokio::time::timeout(
+        s.limits.body_read_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(ApiError::Timeout(format!(
+                "the body was not received within {} ms (body_read_timeout)",
+                s.limits.body_read_timeout.as_millis()
+            )))
+        }
+        Ok(Err(e)) if is_length_limit(&e) => {
+            return Err(ApiError::TooLarge(format!(
+                "the body is over {limit} bytes (max_body_bytes)"
+            )))
+        }
+        Ok(Err(e)) => return Err(ApiError::BadRequest(format!("reading the body: {e}"))),
+        Ok(Ok(b)) => b,
+    };
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Request id, body-size check and read timeout, metrics.
 async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
@@ -148,20 +200,9 @@ async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Re
         ))
         .into_response_with_id(&id)
     } else {
-        let resp = REQUEST_ID.scope(id.clone(), next.run(req)).await;
-        if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
-            && resp
-                .headers()
-                .get("content-type")
-                .is_none_or(|c| c != "application/json")
-        {
-            ApiError::TooLarge(format!(
-                "the body is over {} bytes (max_body_bytes)",
-                s.limits.max_body_bytes
-            ))
-            .into_response_with_id(&id)
-        } else {
-            resp
+        match buffer_body(&s, req).await {
+            Ok(req) => REQUEST_ID.scope(id.clone(), next.run(req)).await,
+            Err(e) => e.into_response_with_id(&id),
         }
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -265,71 +306,4 @@ async fn reload_policy(
     h: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     reload(s, h, "policy").await
-}
-
-/// Serve until SIGTERM / Ctrl-C; finishes admitted requests before returning. SIGHUP
-/// reloads model, knowledge base and policy.
-pub async fn serve(
-    state: Arc<AppState>,
-    addr: SocketAddr,
-    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
-) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
-    let local = listener.local_addr()?;
-    eprintln!("triage: listening on http://{local}");
-    if let Some(tx) = ready {
-        let _ = tx.send(local);
-    }
-    #[cfg(unix)]
-    {
-        let shared = state.shared.clone();
-        tokio::spawn(async move {
-            let Ok(mut hup) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                let s = shared.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    s.reload_model().and_then(|_| s.reload_policy())
-                })
-                .await;
-                match r {
-                    Ok(Ok(g)) => eprintln!("triage: SIGHUP reload done (generation {g})"),
-                    Ok(Err(e)) => eprintln!("triage: SIGHUP reload refused, old state kept: {e:#}"),
-                    Err(e) => eprintln!("triage: SIGHUP reload task failed: {e}"),
-                }
-            }
-        });
-    }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    eprintln!("triage: stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    eprintln!("triage: shutting down, finishing admitted requests...");
 }

@@ -35,7 +35,15 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
+/// Validate one text; with `log_text` on, log it with personal data masked (customer text
+/// reaches the logs nowhere else).
 fn check_text(s: &AppState, t: &str, what: &str) -> Result<(), ApiError> {
+    if s.limits.log_text {
+        let id = super::error::REQUEST_ID
+            .try_with(Clone::clone)
+            .unwrap_or_default();
+        tracing::info!(request_id = %id, field = what, text = %super::redact::mask_pii(t), "text");
+    }
     if t.trim().is_empty() {
         return Err(ApiError::BadRequest(format!("{what} is empty")));
     }
