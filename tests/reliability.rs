@@ -308,7 +308,8 @@ fn reloads_of_corrupt_or_mismatched_models_are_refused_and_the_old_one_serves() 
     let first = post(&s, "/classify", json!({"text": "where is my order #123?"})).1;
     let generation = s.state.shared.current_generation();
     let pristine = |p: &Path| std::fs::read(p).unwrap();
-    let cases: Vec<(&str, PathBuf, Box<dyn Fn(&[u8]) -> Vec<u8>>)> = vec![
+    type Corrupt = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    let cases: Vec<(&str, PathBuf, Corrupt)> = vec![
         (
             "garbage heads weights",
             heads.join("heads.safetensors"),
