@@ -360,3 +360,55 @@ fn reloads_of_corrupt_or_mismatched_models_are_refused_and_the_old_one_serves() 
     }
     assert_eq!(reload().0, 200);
 }
+
+#[test]
+fn a_short_soak_loses_nothing_and_conversation_memory_stays_capped() {
+    // A policy whose conversation memory holds at most 20 conversations.
+    let dir = tempfile::tempdir().unwrap();
+    let policy_dir = dir.path().join("policy");
+    copy_dir(&common::repo().join("models/policy"), &policy_dir);
+    let policy = policy_dir.join("default.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let capped = text.replacen("max_conversations = 100000", "max_conversations = 20", 1);
+    assert_ne!(capped, text);
+    std::fs::write(&policy, capped).unwrap();
+    let s = start(ServeArgs {
+        policy: Some(policy),
+        ..base_args()
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["load", "--route", "mixed", "--concurrency", "16"])
+        .args([
+            "--duration-s",
+            "4",
+            "--warmup-s",
+            "1",
+            "--report-every-s",
+            "1",
+        ])
+        .args(["--conversations", "200", "--json", "--addr"])
+        .arg(s.addr.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &r["summary"];
+    assert!(summary["ok"].as_u64().unwrap() > 10, "{r}");
+    assert_eq!(summary["mismatched"], 0, "{r}");
+    assert_eq!(summary["io_errors"], 0, "{r}");
+    let statuses = summary["statuses"].as_object().unwrap();
+    assert!(statuses.keys().all(|k| k == "200"), "{statuses:?}");
+    let samples = r["samples"].as_array().unwrap();
+    assert!(samples.len() >= 3, "{r}");
+    for sample in samples {
+        assert!(sample["server_rss_mb"].as_f64().unwrap() > 10.0, "{sample}");
+        assert!(
+            sample["conversations"].as_f64().unwrap() <= 20.0,
+            "{sample}"
+        );
+    }
+}

@@ -133,6 +133,22 @@ impl Metrics {
         let _ = writeln!(s, "# HELP triage_queue_depth Texts waiting for the model.\n# TYPE triage_queue_depth gauge\ntriage_queue_depth {queued}");
         let _ = writeln!(s, "# HELP triage_state_generation Generation of the loaded model/FAQ/policy bundle.\n# TYPE triage_state_generation gauge\ntriage_state_generation {generation}");
         let _ = writeln!(s, "# HELP triage_conversations Conversations held in memory.\n# TYPE triage_conversations gauge\ntriage_conversations {conversations}");
+        if let Some(rss) = resident_bytes() {
+            let _ = writeln!(s, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}");
+        }
         s
     }
+}
+
+/// This process's resident memory (Linux `/proc/self/status`), if known.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
