@@ -412,3 +412,50 @@ fn a_short_soak_loses_nothing_and_conversation_memory_stays_capped() {
         );
     }
 }
+
+#[test]
+fn overload_is_shed_with_fast_429s_and_the_server_recovers_at_once() {
+    // A queue of 8 texts and 48 clients: most requests find it full.
+    let s = start(ServeArgs {
+        queue_depth: Some(8),
+        max_batch_size: Some(8),
+        ..base_args()
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["load", "--route", "classify", "--concurrency", "48"])
+        .args(["--duration-s", "3", "--warmup-s", "1", "--json", "--addr"])
+        .arg(s.addr.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &r["summary"];
+    let statuses = summary["statuses"].as_object().unwrap();
+    assert!(
+        statuses.get("429").is_some_and(|n| n.as_u64().unwrap() > 0),
+        "{r}"
+    );
+    assert!(
+        statuses.get("200").is_some_and(|n| n.as_u64().unwrap() > 0),
+        "{r}"
+    );
+    assert!(
+        statuses.keys().all(|k| k == "200" || k == "429"),
+        "only served or shed: {statuses:?}"
+    );
+    assert_eq!(summary["mismatched"], 0, "{r}");
+    assert_eq!(summary["io_errors"], 0, "{r}");
+    // Shedding answers in milliseconds (generous for a loaded 2-core CI box).
+    assert!(summary["shed_p50_ms"].as_f64().unwrap() < 50.0, "{r}");
+    // Load gone: served at once.
+    let t = Instant::now();
+    assert_eq!(
+        post(&s, "/classify", json!({"text": "back to normal?"})).0,
+        200
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}

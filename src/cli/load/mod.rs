@@ -69,6 +69,8 @@ const TEXTS: [&str; 12] = [
 #[derive(Default, Clone)]
 struct Tally {
     latencies_us: Vec<u64>,
+    /// Latency of refusals (429/503): how fast load is shed.
+    shed_us: Vec<u64>,
     statuses: BTreeMap<u16, u64>,
     mismatched: u64,
     io_errors: u64,
@@ -77,6 +79,7 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, o: &Tally) {
         self.latencies_us.extend_from_slice(&o.latencies_us);
+        self.shed_us.extend_from_slice(&o.shed_us);
         for (k, v) in &o.statuses {
             *self.statuses.entry(*k).or_default() += v;
         }
@@ -86,12 +89,12 @@ impl Tally {
 
     fn summary(&mut self, seconds: f64) -> Summary {
         self.latencies_us.sort_unstable();
+        self.shed_us.sort_unstable();
         let l = &self.latencies_us;
-        let pct = |p: f64| {
-            l.get(((l.len().max(1) - 1) as f64 * p).round() as usize)
-                .map_or(0.0, |&us| us as f64 / 1000.0)
-        };
+        let pct = |p: f64| percentile_ms(l, p);
         Summary {
+            shed_p50_ms: percentile_ms(&self.shed_us, 0.5),
+            shed_p99_ms: percentile_ms(&self.shed_us, 0.99),
             seconds,
             ok: l.len(),
             throughput_per_s: l.len() as f64 / seconds.max(1e-9),
@@ -106,8 +109,17 @@ impl Tally {
     }
 }
 
+/// The `p` quantile of sorted microseconds, in ms (0 when empty).
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    sorted_us
+        .get(((sorted_us.len().max(1) - 1) as f64 * p).round() as usize)
+        .map_or(0.0, |&us| us as f64 / 1000.0)
+}
+
 #[derive(Debug, Clone, Serialize)]
 struct Summary {
+    shed_p50_ms: f64,
+    shed_p99_ms: f64,
     seconds: f64,
     ok: usize,
     throughput_per_s: f64,
@@ -195,8 +207,13 @@ async fn client_loop(
                     if !(own && matches) {
                         t.mismatched += 1;
                     }
-                } else if !own {
-                    t.mismatched += 1;
+                } else {
+                    if matches!(reply.status, 429 | 503) {
+                        t.shed_us.push(us);
+                    }
+                    if !own {
+                        t.mismatched += 1;
+                    }
                 }
             }
             Err(_) => t.io_errors += 1,
@@ -219,7 +236,6 @@ async fn reporter(
     } else {
         a.report_every_s
     });
-    let mut metrics = Conn::new(a.addr);
     let mut last = Instant::now();
     let mut first = true;
     while Instant::now() < end {
@@ -229,7 +245,12 @@ async fn reporter(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .merge(&interval);
-        let m = metrics.send("/metrics", None, "load-metrics").await.ok();
+        // A fresh connection per scrape: an idle keep-alive one is closed by the server's
+        // header read timeout between scrapes.
+        let m = Conn::new(a.addr)
+            .send("/metrics", None, "load-metrics")
+            .await
+            .ok();
         let body = m.map(|r| r.body).unwrap_or_default();
         let sample = Sample {
             at_s: start.elapsed().as_secs_f64(),
@@ -349,6 +370,12 @@ pub fn run(a: &LoadArgs) -> Result<()> {
             s.mismatched,
             s.io_errors
         );
+        if s.shed_p99_ms > 0.0 {
+            println!(
+                "refusals (429/503) answered in p50 {:.2} ms, p99 {:.2} ms",
+                s.shed_p50_ms, s.shed_p99_ms
+            );
+        }
         if let Some(g) = growth {
             println!("server resident memory growth after the first third: {g:+.1}%");
         }
