@@ -19,6 +19,48 @@ pub struct EvalReport {
     /// policy makes on the gold labels (predicted labels stand in where a row has no gold).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub escalation: Option<EscalationAgreement>,
+    /// How out-of-scope messages fare (rows labelled `out_of_scope`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_of_scope: Option<Abstention>,
+}
+
+/// Out-of-scope messages: handled when predicted `out_of_scope` or when the top intent's
+/// confidence is under the clarify threshold (the policy then asks instead of answering).
+#[derive(Debug, Clone, Serialize)]
+pub struct Abstention {
+    pub n: usize,
+    pub threshold: f32,
+    pub predicted_out_of_scope: f64,
+    pub below_threshold: f64,
+    /// Either of the two: not answered with a confident wrong intent.
+    pub handled: f64,
+}
+
+/// The clarify threshold of the taxonomy's default policy.
+const DEFAULT_CLARIFY_THRESHOLD: f32 = 0.70;
+
+fn abstention(rows: &[Labeled], preds: &[Prediction], threshold: f32) -> Option<Abstention> {
+    let (mut n, mut oos, mut low, mut handled) = (0usize, 0usize, 0usize, 0usize);
+    for (r, p) in rows.iter().zip(preds) {
+        if r.intent.as_deref() != Some("out_of_scope") {
+            continue;
+        }
+        let Some(top) = p.intents.first() else {
+            continue;
+        };
+        n += 1;
+        let (is_oos, is_low) = (top.label == "out_of_scope", top.score < threshold);
+        oos += usize::from(is_oos);
+        low += usize::from(is_low);
+        handled += usize::from(is_oos || is_low);
+    }
+    (n > 0).then(|| Abstention {
+        n,
+        threshold,
+        predicted_out_of_scope: oos as f64 / n as f64,
+        below_threshold: low as f64 / n as f64,
+        handled: handled as f64 / n as f64,
+    })
 }
 
 /// Escalation decisions of the policy on predicted vs gold labels.
@@ -146,12 +188,16 @@ pub fn evaluate_with_policy(
             .map(|s| (s.label.clone(), s.score))
     });
     let escalation = policy.map(|p| escalation_agreement(p, rows, &preds));
+    let threshold = policy
+        .and_then(|p| p.file.clarify_threshold())
+        .unwrap_or(DEFAULT_CLARIFY_THRESHOLD);
     Ok(EvalReport {
         data: data_name.to_string(),
         rows: rows.len(),
         intent,
         emotion,
         escalation,
+        out_of_scope: abstention(rows, &preds, threshold),
     })
 }
 
@@ -193,6 +239,17 @@ pub fn render(report: &EvalReport) -> String {
                 let _ = writeln!(s, "    {:>4}  {} -> {}", c.count, c.gold, c.predicted);
             }
         }
+    }
+    if let Some(a) = &report.out_of_scope {
+        let _ = writeln!(
+            s,
+            "out_of_scope messages: {:.1}% handled (predicted out_of_scope {:.1}%, top confidence under {:.2} {:.1}%; n={})",
+            100.0 * a.handled,
+            100.0 * a.predicted_out_of_scope,
+            a.threshold,
+            100.0 * a.below_threshold,
+            a.n
+        );
     }
     if let Some(e) = &report.escalation {
         let _ = writeln!(
