@@ -108,6 +108,50 @@ fn bench_retrieval(c: &mut Criterion) {
     g.finish();
 }
 
+/// The full FAQ ranking of one query (question and answer indexes, intent prior, "no
+/// answer"), on a knowledge base of `n` entries with two questions and two answers each.
+fn bench_ranker(c: &mut Criterion) {
+    use triage::model::Scored;
+    use triage::retrieval::{kb::parse_kb, Ranker, RetrievalConfig, Retriever, TextKind};
+    let mut g = c.benchmark_group("faq_rank");
+    let query = unit_rows(1, 384, 7).remove(0);
+    let intents: Vec<Scored> = triage::taxonomy::INTENTS
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Scored {
+            label: l.to_string(),
+            score: if i == 0 { 0.81 } else { 0.01 },
+        })
+        .collect();
+    for n in [32usize, 1_000, 10_000] {
+        let kb: String = (0..n)
+            .map(|i| {
+                let intent = triage::taxonomy::INTENTS[i % 20];
+                format!(
+                    "{{\"id\":\"e{i}\",\"intent\":\"{intent}\",\"question\":{{\"en\":[\"q{i}a\",\"q{i}b\"]}},\"answer\":{{\"en\":\"a{i}\",\"zh\":\"z{i}\"}}}}\n"
+                )
+            })
+            .collect();
+        let entries = parse_kb(&kb).unwrap();
+        let fake = |texts: &[&str], kind: TextKind| {
+            let seed = texts.len() as u64 + u64::from(kind == TextKind::Passage);
+            Ok(unit_rows(texts.len(), 384, seed))
+        };
+        let ranker = Ranker {
+            question: 10.0,
+            answer: 5.0,
+            intent: 0.7,
+            null_bias: 12.0,
+            null_unserved: 1.2,
+        };
+        let r = Retriever::build(entries, fake, RetrievalConfig::default(), ranker).unwrap();
+        g.bench_with_input(BenchmarkId::from_parameter(n), &r, |b, r| {
+            b.iter(|| r.rank(&query, &intents))
+        });
+    }
+    g.finish();
+}
+
 struct TinySource(Arc<Model>);
 impl ModelSource for TinySource {
     type State = Model;
@@ -177,5 +221,11 @@ fn bench_batcher(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_model, bench_retrieval, bench_batcher);
+criterion_group!(
+    benches,
+    bench_model,
+    bench_retrieval,
+    bench_ranker,
+    bench_batcher
+);
 criterion_main!(benches);
