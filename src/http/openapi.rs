@@ -48,9 +48,9 @@ pub fn document() -> Value {
                     "language": {"type": "string"},
                     "action": {"type": "object", "properties": {"type": {"type": "string", "enum": ["answer", "clarify", "escalate"]},
                         "priority": {"type": "string", "enum": ["normal", "high", "urgent"]}, "queue": {"type": "string"}, "reason": {"type": "string"}}},
-                    "answer": {"nullable": true, "type": "object", "properties": {"faq_id": {"type": "string"}, "text": {"type": "string"}, "language": {"type": "string"}, "score": {"type": "number"}}},
+                    "answer": {"nullable": true, "type": "object", "properties": {"faq_id": {"type": "string"}, "text": {"type": "string"}, "language": {"type": "string"}, "score": {"type": "number", "description": "probability that this entry answers the message (the FAQ ranker)"}, "similarity": {"type": "number", "description": "best cosine to the entry's questions"}}},
                     "reply": {"nullable": true, "type": "object"},
-                    "candidates": {"type": "array", "items": {"type": "object", "properties": {"faq_id": {"type": "string"}, "score": {"type": "number"}}}},
+                    "candidates": {"type": "array", "items": {"type": "object", "properties": {"faq_id": {"type": "string"}, "score": {"type": "number"}, "similarity": {"type": "number"}}}},
                     "conversation": {"type": "object"}}}}}}))
             }},
             "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},

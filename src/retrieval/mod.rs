@@ -102,17 +102,24 @@ struct Rows {
     of_entry: Vec<Vec<usize>>,
 }
 
+/// Flatten per-entry groups into rows: the items, the entry of each row, the rows of each
+/// entry.
+pub(crate) fn flatten_groups<T>(groups: Vec<Vec<T>>) -> (Vec<T>, Vec<usize>, Vec<Vec<usize>>) {
+    let (mut items, mut entry_of, mut of_entry) = (Vec::new(), Vec::new(), Vec::new());
+    for (e, group) in groups.into_iter().enumerate() {
+        of_entry.push((items.len()..items.len() + group.len()).collect());
+        entry_of.extend(std::iter::repeat_n(e, group.len()));
+        items.extend(group);
+    }
+    (items, entry_of, of_entry)
+}
+
 impl Rows {
     fn build(
         texts_per_entry: Vec<Vec<&str>>,
         embed: impl Fn(&[&str]) -> Result<Vec<Vec<f32>>>,
     ) -> Result<Self> {
-        let (mut texts, mut entry_of, mut of_entry) = (Vec::new(), Vec::new(), Vec::new());
-        for (e, ts) in texts_per_entry.into_iter().enumerate() {
-            of_entry.push((texts.len()..texts.len() + ts.len()).collect());
-            entry_of.extend(std::iter::repeat_n(e, ts.len()));
-            texts.extend(ts);
-        }
+        let (texts, entry_of, of_entry) = flatten_groups(texts_per_entry);
         let vectors = embed(&texts)?;
         anyhow::ensure!(
             vectors.len() == texts.len(),

@@ -9,7 +9,7 @@ use super::adapt::{frozen_pass, pad_batch, Cached, Ctx};
 use crate::eval::faq::read_queries;
 use crate::model::bert::{Bert, LayerAdapters};
 use crate::model::Encoder;
-use crate::retrieval::read_kb;
+use crate::retrieval::{flatten_groups, read_kb};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -102,12 +102,8 @@ impl RetrievalTask {
         batch: usize,
         temperature: f64,
     ) -> Result<Self> {
-        let (mut variants, mut variant_entry, mut by_entry) = (Vec::new(), Vec::new(), Vec::new());
-        for (e, qs) in data.questions.iter().enumerate() {
-            by_entry.push((variants.len()..variants.len() + qs.len()).collect());
-            variants.extend(qs.iter().map(String::as_str));
-            variant_entry.extend(std::iter::repeat_n(e, qs.len()));
-        }
+        let (variants, variant_entry, by_entry) =
+            flatten_groups(data.questions.iter().map(|q| str_refs(q)).collect());
         eprintln!(
             "retrieval objective: {} pairs, {} held-out, {} entries / {} question variants",
             data.train.texts.len(),
