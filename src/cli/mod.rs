@@ -5,6 +5,7 @@
 mod classify;
 mod eval;
 mod eval_faq;
+mod eval_sts;
 mod fit_retrieval;
 mod import;
 mod load;
@@ -71,6 +72,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// FAQ retrieval quality: top-1/top-3/MRR and no-answer precision/recall per language.
     EvalFaq(eval_faq::EvalFaqArgs),
+    /// Embedding quality: Spearman of cosine vs graded similarity of sentence pairs.
+    EvalSts(eval_sts::EvalStsArgs),
     /// Fit the FAQ ranker (question, answer, intent signals and "no answer") on held-out
     /// queries and store it in heads.json.
     FitRetrieval(fit_retrieval::FitRetrievalArgs),
@@ -102,6 +105,7 @@ pub fn main() -> i32 {
         Command::Train(a) => train::run(&a),
         Command::EvalFaq(a) => eval_faq::run(&a),
         Command::FitRetrieval(a) => fit_retrieval::run(&a),
+        Command::EvalSts(a) => eval_sts::run(&a),
         Command::Import(a) => import::run(&a),
         Command::Provision { cache_dir } => {
             provision::ensure_default_model(&cache_dir).map(|dir| {
