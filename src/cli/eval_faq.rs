@@ -29,6 +29,10 @@ pub struct EvalFaqArgs {
     pub sweep: bool,
     #[arg(long)]
     pub json: bool,
+    /// Also list every query answered wrongly (wrong entry, an answer where none exists, or
+    /// none where one does).
+    #[arg(long)]
+    pub errors: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -65,7 +69,22 @@ pub fn run(a: &EvalFaqArgs) -> Result<()> {
         ranker,
     )?;
     let predictions = predict_queries(&model, &queries, a.model.batch_size)?;
-    let report = evaluate(&queries, &rank_all(&retriever, &predictions), ranker);
+    let ranked = rank_all(&retriever, &predictions);
+    let report = evaluate(&queries, &ranked, ranker);
+    if a.errors {
+        for (q, r) in queries.iter().zip(&ranked) {
+            let got = r.answered.then(|| r.ids.first()).flatten();
+            if got != q.faq_id.as_ref() {
+                println!(
+                    "{:<8} gold {:<26} got {:<26} {}",
+                    q.lang.as_deref().unwrap_or("?"),
+                    q.faq_id.as_deref().unwrap_or("(none)"),
+                    got.map_or("(none)", String::as_str),
+                    q.text
+                );
+            }
+        }
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

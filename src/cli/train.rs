@@ -97,7 +97,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
             .iter()
             .map(|v| v.to_string())
             .collect(),
-        no_answers: false,
+        with_answers: false,
         dry_run: false,
         model: ModelArgs {
             heads: Some(a.out.clone()),

@@ -308,7 +308,10 @@ impl Retriever {
             .map(|((e, s), &p)| (*e, p, s.question))
             .collect();
         candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let answered = candidates.first().is_some_and(|c| c.1 > no_answer);
+        // Whether some entry answers (1 - P(no answer) > 1/2), then which: the best one.
+        // (Comparing the best entry with "no answer" alone would let close entries that
+        // split the probability between them lose to "no answer".)
+        let answered = !candidates.is_empty() && no_answer < 0.5;
         Ranking {
             candidates,
             answered,
