@@ -361,6 +361,20 @@ fn reloads_of_corrupt_or_mismatched_models_are_refused_and_the_old_one_serves() 
     assert_eq!(reload().0, 200);
 }
 
+/// Run `triage load --json` against a server and return its report.
+fn run_load(s: &Server, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
+        .arg("load")
+        .args(args)
+        .args(["--json", "--addr"])
+        .arg(s.addr.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_short_soak_loses_nothing_and_conversation_memory_stays_capped() {
     // A policy whose conversation memory holds at most 20 conversations.
@@ -376,26 +390,23 @@ fn a_short_soak_loses_nothing_and_conversation_memory_stays_capped() {
         policy: Some(policy),
         ..base_args()
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
-        .args(["load", "--route", "mixed", "--concurrency", "16"])
-        .args([
+    let r = run_load(
+        &s,
+        &[
+            "--route",
+            "mixed",
+            "--concurrency",
+            "16",
             "--duration-s",
             "4",
             "--warmup-s",
             "1",
             "--report-every-s",
             "1",
-        ])
-        .args(["--conversations", "200", "--json", "--addr"])
-        .arg(s.addr.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--conversations",
+            "200",
+        ],
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let summary = &r["summary"];
     assert!(summary["ok"].as_u64().unwrap() > 10, "{r}");
     assert_eq!(summary["mismatched"], 0, "{r}");
@@ -421,18 +432,19 @@ fn overload_is_shed_with_fast_429s_and_the_server_recovers_at_once() {
         max_batch_size: Some(8),
         ..base_args()
     });
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_triage"))
-        .args(["load", "--route", "classify", "--concurrency", "48"])
-        .args(["--duration-s", "3", "--warmup-s", "1", "--json", "--addr"])
-        .arg(s.addr.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = run_load(
+        &s,
+        &[
+            "--route",
+            "classify",
+            "--concurrency",
+            "48",
+            "--duration-s",
+            "3",
+            "--warmup-s",
+            "1",
+        ],
     );
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let summary = &r["summary"];
     let statuses = summary["statuses"].as_object().unwrap();
     assert!(
