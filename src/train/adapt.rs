@@ -54,7 +54,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
-            epochs: 8,
+            epochs: 6,
             lr: 3e-3,
             lr_adapters: 1e-3,
             weight_decay: 1e-3,
