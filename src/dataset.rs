@@ -59,6 +59,23 @@ pub fn parse_jsonl(content: &str) -> Result<Vec<Labeled>> {
 }
 
 /// All `*.jsonl` files of a path (a file, or a directory read non-recursively, sorted).
+/// Read a JSONL file of any row type; blank lines skipped, errors name the file and line.
+pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        rows.push(
+            serde_json::from_str(line)
+                .with_context(|| format!("{} line {}", path.display(), i + 1))?,
+        );
+    }
+    Ok(rows)
+}
+
 pub fn jsonl_files(path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);

@@ -120,12 +120,7 @@ fn the_request_decoder_never_panics_on_random_or_mutated_bodies() {
 
 #[test]
 fn the_text_pipeline_never_panics_and_truncates_predictably() {
-    let model = triage::model::Model::load_dirs(
-        &common::default_model_dir(),
-        Some(&common::default_heads_dir()),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let model = common::default_model();
     let enc = &model.encoder;
     let mut rng = StdRng::seed_from_u64(7);
     let started = Instant::now();

@@ -9,7 +9,7 @@ use candle_core::Device;
 use serde::Deserialize;
 use triage::dataset;
 use triage::eval::report::evaluate;
-use triage::model::{Encoder, Model};
+use triage::model::Encoder;
 
 #[derive(Deserialize)]
 struct Case {
@@ -100,12 +100,7 @@ fn long_input_is_truncated_and_says_so() {
 
 #[test]
 fn shipped_heads_meet_minimum_accuracy_on_the_frozen_dev_split() {
-    let model = Model::load_dirs(
-        &common::default_model_dir(),
-        Some(&common::default_heads_dir()),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model = common::default_model();
     assert_eq!(model.intent.labels.len(), 20);
     assert_eq!(model.emotion.as_ref().unwrap().labels.len(), 5);
     let rows = dataset::read_all(&common::repo().join("training-data/dev")).unwrap();
@@ -146,12 +141,7 @@ const MIN_EMOTION_MACRO_F1: f64 = 0.86;
 fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
     use triage::eval::faq::{evaluate as faq_eval, predict_queries, rank_all, read_queries};
     use triage::retrieval::{embedder, read_kb, restrict_languages, RetrievalConfig, Retriever};
-    let model = Model::load_dirs(
-        &common::default_model_dir(),
-        Some(&common::default_heads_dir()),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model = common::default_model();
     let ranker = model
         .heads_meta
         .as_ref()

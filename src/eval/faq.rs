@@ -130,20 +130,7 @@ pub fn evaluate(queries: &[FaqQuery], ranked: &[Ranked], ranker: Ranker) -> FaqR
 
 /// Read a query file (JSONL), naming the line of a bad row.
 pub fn read_queries(path: &std::path::Path) -> anyhow::Result<Vec<FaqQuery>> {
-    use anyhow::Context;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut queries = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        queries.push(
-            serde_json::from_str(line)
-                .with_context(|| format!("{} line {}", path.display(), i + 1))?,
-        );
-    }
-    Ok(queries)
+    crate::dataset::read_rows(path)
 }
 
 /// Run the model on the queries: one encoder pass each gives the vector and the intents.

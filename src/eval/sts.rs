@@ -5,7 +5,7 @@
 //! its vectors.
 
 use crate::model::Encoder;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,20 +30,9 @@ pub struct StsReport {
 
 /// Read pairs (JSONL); rows without a score are skipped.
 pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let p: Pair = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}", path.display(), i + 1))?;
-        if p.similarity.is_some() {
-            out.push(p);
-        }
-    }
-    Ok(out)
+    let mut pairs: Vec<Pair> = crate::dataset::read_rows(path)?;
+    pairs.retain(|p| p.similarity.is_some());
+    Ok(pairs)
 }
 
 /// Ranks with ties averaged.

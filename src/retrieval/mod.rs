@@ -135,12 +135,14 @@ impl Rows {
     }
 
     /// The `k` best entries by their best row.
-    fn best_entries(&self, query: &[f32], k: usize) -> Vec<usize> {
-        let mut best = Vec::new();
-        for (row, _) in self.index.search(query, (k * 8).max(16)) {
+    /// The `k` best entries with their best similarity (rows come best first, so an
+    /// entry's first row is its best).
+    fn best_entries(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let mut best: Vec<(usize, f32)> = Vec::new();
+        for (row, score) in self.index.search(query, (k * 8).max(16)) {
             let e = self.entry_of[row];
-            if !best.contains(&e) {
-                best.push(e);
+            if !best.iter().any(|(b, _)| *b == e) {
+                best.push((e, score));
                 if best.len() == k {
                     break;
                 }
@@ -246,12 +248,19 @@ impl Retriever {
     }
 
     /// The candidate pool: the best entries by question, and by answer.
-    fn pool(&self, query: &[f32]) -> Vec<usize> {
-        let mut pool = self.questions.best_entries(query, POOL);
+    /// With the question similarity of the entries the question search found (the others
+    /// get theirs computed in [`Retriever::signal`]).
+    fn pool(&self, query: &[f32]) -> Vec<(usize, Option<f32>)> {
+        let mut pool: Vec<(usize, Option<f32>)> = self
+            .questions
+            .best_entries(query, POOL)
+            .into_iter()
+            .map(|(e, s)| (e, Some(s)))
+            .collect();
         if let Some(a) = &self.answers {
-            for e in a.best_entries(query, POOL) {
-                if !pool.contains(&e) {
-                    pool.push(e);
+            for (e, _) in a.best_entries(query, POOL) {
+                if !pool.iter().any(|(p, _)| *p == e) {
+                    pool.push((e, None));
                 }
             }
         }
@@ -260,7 +269,12 @@ impl Retriever {
 
     /// One entry's signals. An entry without an intent (or with one the head does not
     /// know) gets the uniform intent probability.
-    fn signal(&self, e: usize, query: &[f32], intents: &[Scored]) -> Signals {
+    fn signal(
+        &self,
+        (e, question): (usize, Option<f32>),
+        query: &[f32],
+        intents: &[Scored],
+    ) -> Signals {
         let uniform = 1.0 / intents.len().max(1) as f32;
         let intent_p = self.entries[e]
             .intent
@@ -268,7 +282,7 @@ impl Retriever {
             .and_then(|i| intents.iter().find(|s| &s.label == i))
             .map_or(uniform, |s| s.score);
         Signals {
-            question: self.questions.entry_similarity(e, query),
+            question: question.unwrap_or_else(|| self.questions.entry_similarity(e, query)),
             answer: self
                 .answers
                 .as_ref()
@@ -297,7 +311,7 @@ impl Retriever {
         let pool: Vec<(usize, Signals)> = self
             .pool(query)
             .into_iter()
-            .map(|e| (e, self.signal(e, query, intents)))
+            .map(|p| (p.0, self.signal(p, query, intents)))
             .collect();
         let scores: Vec<f32> = pool.iter().map(|(_, s)| self.ranker.score(s)).collect();
         let null = self.ranker.null_score(self.unserved_log_p(intents));
@@ -333,16 +347,16 @@ impl Retriever {
             None => None,
             Some(id) => {
                 let e = self.entries.iter().position(|x| x.id == id)?;
-                if !pool.contains(&e) {
-                    pool.push(e);
+                if !pool.iter().any(|(p, _)| *p == e) {
+                    pool.push((e, None));
                 }
-                pool.iter().position(|&p| p == e)
+                pool.iter().position(|(p, _)| *p == e)
             }
         };
         Some(Example {
             candidates: pool
                 .into_iter()
-                .map(|e| self.signal(e, query, intents))
+                .map(|p| self.signal(p, query, intents))
                 .collect(),
             unserved_log_p: self.unserved_log_p(intents),
             gold,

@@ -31,3 +31,13 @@ pub fn default_model_dir() -> PathBuf {
 pub fn default_heads_dir() -> PathBuf {
     repo().join("models/default")
 }
+
+/// The default encoder with the shipped heads and adapters, on the CPU.
+pub fn default_model() -> triage::model::Model {
+    triage::model::Model::load_dirs(
+        &default_model_dir(),
+        Some(&default_heads_dir()),
+        &candle_core::Device::Cpu,
+    )
+    .expect("loading the shipped model")
+}
