@@ -1,5 +1,5 @@
 //! `cargo bench`: tokenizer, encoder forward at batch 1/8/32/128 (16-token messages, mean
-//! pooling included), heads, FAQ retrieval at 1k/10k/100k entries, and the batcher's
+//! pooling included) on each engine (candle reference, f32, bf16, int8), heads, FAQ retrieval at 1k/10k/100k entries, and the batcher's
 //! queue + thread hand-off (on the tiny model, so the overhead dominates). Uses the default
 //! model (provisioned on first run). Medians are what criterion prints as the middle value.
 
@@ -9,19 +9,35 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use triage::batch::{BatchConfig, Batcher, ModelSource};
-use triage::model::{provision, tiny, Model, Tokenized};
+use triage::model::{provision, tiny, EngineKind, Model, Tokenized};
 use triage::retrieval::index::{ExactIndex, VectorIndex};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn model() -> Model {
+fn model(engine: EngineKind) -> Model {
     let cache = std::env::var_os("TRIAGE_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".cache/triage"));
     let dir = provision::ensure_default_model(&cache).expect("default model");
-    Model::load_dirs(&dir, Some(&repo().join("models/default")), &Device::Cpu).expect("model")
+    Model::load_dirs_with(
+        &dir,
+        Some(&repo().join("models/default")),
+        &Device::Cpu,
+        engine,
+    )
+    .expect("model")
+}
+
+/// The encoder forwards to compare: `TRIAGE_BENCH_ENGINES` (comma separated, default
+/// `candle,f32,bf16,int8`).
+fn engines() -> Vec<(String, EngineKind)> {
+    std::env::var("TRIAGE_BENCH_ENGINES")
+        .unwrap_or_else(|_| "candle,f32,bf16,int8".into())
+        .split(',')
+        .map(|e| (e.to_string(), e.parse().expect("engine name")))
+        .collect()
 }
 
 /// A message of exactly `n` tokens (special tokens and prefix included).
@@ -40,7 +56,7 @@ fn message_of(model: &Model, n: usize) -> Tokenized {
 }
 
 fn bench_model(c: &mut Criterion) {
-    let model = model();
+    let model = model(EngineKind::Auto);
     let mut g = c.benchmark_group("tokenizer");
     let texts = [
         "hola, mi pedido #A1029 no ha llegado todavía 😡",
@@ -56,12 +72,20 @@ fn bench_model(c: &mut Criterion) {
     let msg = message_of(&model, 16);
     let mut g = c.benchmark_group("encoder_16_tokens");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
-    for batch in [1usize, 8, 32, 128] {
-        let rows: Vec<&Tokenized> = std::iter::repeat_n(&msg, batch).collect();
-        g.throughput(Throughput::Elements(batch as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(batch), &rows, |b, rows| {
-            b.iter(|| model.encoder.forward(rows).unwrap())
-        });
+    for (name, engine) in engines() {
+        let m = if engine == EngineKind::Auto {
+            None
+        } else {
+            Some(self::model(engine))
+        };
+        let m = m.as_ref().unwrap_or(&model);
+        for batch in [1usize, 8, 32, 128] {
+            let rows: Vec<&Tokenized> = std::iter::repeat_n(&msg, batch).collect();
+            g.throughput(Throughput::Elements(batch as u64));
+            g.bench_with_input(BenchmarkId::new(&name, batch), &rows, |b, rows| {
+                b.iter(|| m.encoder.forward(rows).unwrap())
+            });
+        }
     }
     g.finish();
 

@@ -3,6 +3,7 @@
 //! progress and errors on stderr; a bad input exits with status 2 and names the problem.
 
 mod classify;
+mod compare_engines;
 mod eval;
 mod eval_faq;
 mod eval_sts;
@@ -42,6 +43,9 @@ pub struct ModelArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, env = "TRIAGE_DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Encoder forward: auto, f32, int8 or candle (see `triage serve --help`).
+    #[arg(long, env = "TRIAGE_ENGINE", default_value = "auto")]
+    pub engine: crate::model::EngineKind,
     /// Texts per encoder batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -54,6 +58,7 @@ impl ModelArgs {
             heads: self.heads.clone(),
             cache_dir: self.cache_dir.clone(),
             device: parse_device(&self.device)?,
+            engine: self.engine,
         })
     }
 }
@@ -72,6 +77,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// FAQ retrieval quality: top-1/top-3/MRR and no-answer precision/recall per language.
     EvalFaq(eval_faq::EvalFaqArgs),
+    /// Agreement and speed of two encoder forwards (default: int8 engine vs candle).
+    CompareEngines(compare_engines::CompareEnginesArgs),
     /// Embedding quality: Spearman of cosine vs graded similarity of sentence pairs.
     EvalSts(eval_sts::EvalStsArgs),
     /// Fit the FAQ ranker (question, answer, intent signals and "no answer") on held-out
@@ -106,6 +113,7 @@ pub fn main() -> i32 {
         Command::EvalFaq(a) => eval_faq::run(&a),
         Command::FitRetrieval(a) => fit_retrieval::run(&a),
         Command::EvalSts(a) => eval_sts::run(&a),
+        Command::CompareEngines(a) => compare_engines::run(&a),
         Command::Import(a) => import::run(&a),
         Command::Provision { cache_dir } => {
             provision::ensure_default_model(&cache_dir).map(|dir| {

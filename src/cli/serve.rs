@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// cpu, cuda or cuda:N [default: cpu].
     #[arg(long, env = "TRIAGE_DEVICE")]
     pub device: Option<String>,
+    /// Encoder forward: auto (the CPU inference engine in fp32; candle on GPU), f32, int8
+    /// (VNNI int8 weights and activations, fp32 where the CPU lacks VNNI) or candle (the
+    /// reference) [default: auto].
+    #[arg(long, env = "TRIAGE_ENGINE")]
+    pub engine: Option<String>,
     /// Model cache directory [default: .cache/triage].
     #[arg(long, env = "TRIAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -125,6 +130,7 @@ impl ServeArgs {
                 faq,
                 policy,
                 device,
+                engine,
                 cache_dir,
                 max_batch_tokens,
                 max_batch_size,
@@ -180,6 +186,12 @@ pub fn build_state(a: &ServeArgs) -> Result<Built> {
                 .clone()
                 .unwrap_or_else(crate::model::provision::default_cache_dir),
             device: device.clone(),
+            engine: a
+                .engine
+                .as_deref()
+                .unwrap_or("auto")
+                .parse()
+                .map_err(anyhow::Error::msg)?,
         },
         faq: a
             .faq

@@ -4,6 +4,7 @@
 //! ([`faq`]); embedding geometry on graded sentence pairs ([`sts`]). Knows nothing about
 //! training.
 
+pub mod agreement;
 pub mod faq;
 pub mod metrics;
 pub mod report;

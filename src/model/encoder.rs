@@ -3,6 +3,7 @@
 //! pooler (fine-tuned `BertForSequenceClassification` checkpoints), the pooled `[CLS]`
 //! vector its classifier expects. One forward pass serves both.
 
+use super::infer::{EngineKind, InferenceBert, Kernels, Precision};
 use super::lora::{Adapters, MergedWeights};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -37,9 +38,15 @@ pub struct EncoderOutput {
     pub pooled_cls: Option<Tensor>,
 }
 
+/// The forward that runs: candle's reference model or the CPU inference engine.
+enum Forward {
+    Candle(BertModel),
+    Engine(InferenceBert),
+}
+
 /// A loaded BERT encoder with its tokenizer.
 pub struct Encoder {
-    bert: BertModel,
+    forward: Forward,
     pooler: Option<Linear>,
     tokenizer: Tokenizer,
     config: Config,
@@ -53,14 +60,16 @@ pub struct Encoder {
 impl Encoder {
     /// Load `config.json`, `tokenizer.json` and `model.safetensors` from a directory.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        Self::load_with_adapters(dir, device, None)
+        Self::load_with_adapters(dir, device, None, EngineKind::Auto)
     }
 
-    /// Like [`Encoder::load`], merging LoRA adapters into the weights first.
+    /// Like [`Encoder::load`], merging LoRA adapters into the weights first, with the
+    /// given forward.
     pub fn load_with_adapters(
         dir: &Path,
         device: &Device,
         adapters: Option<&Adapters>,
+        engine: EngineKind,
     ) -> Result<Self> {
         let config_path = dir.join("config.json");
         let config_text = std::fs::read_to_string(&config_path)
@@ -89,8 +98,22 @@ impl Encoder {
                 device.clone(),
             ),
         };
-        let bert = BertModel::load(vb.clone(), &config)
-            .with_context(|| format!("{} does not match its config.json", weights.display()))?;
+        let mismatch = || format!("{} does not match its config.json", weights.display());
+        let forward = match (engine, device) {
+            (EngineKind::Candle, _) | (EngineKind::Auto, Device::Cuda(_) | Device::Metal(_)) => {
+                Forward::Candle(BertModel::load(vb.clone(), &config).with_context(mismatch)?)
+            }
+            (_, Device::Cuda(_) | Device::Metal(_)) => {
+                bail!("the inference engine runs on CPU only: use --engine candle (or auto) with a GPU")
+            }
+            (kind, Device::Cpu) => {
+                let precision = kind.precision().unwrap_or(Precision::F32);
+                Forward::Engine(
+                    InferenceBert::load(&vb, &config, Kernels::detect(), precision)
+                        .with_context(mismatch)?,
+                )
+            }
+        };
         let pooler = ["bert.pooler.dense", "pooler.dense"]
             .iter()
             .find(|p| vb.contains_tensor(&format!("{p}.weight")))
@@ -130,7 +153,7 @@ impl Encoder {
                 .unwrap_or_else(|| "model".to_string())
         });
         Ok(Self {
-            bert,
+            forward,
             pooler,
             tokenizer,
             config,
@@ -162,6 +185,13 @@ impl Encoder {
     }
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+    /// Which forward runs: `candle`, or the engine's precision and kernels.
+    pub fn engine(&self) -> String {
+        match &self.forward {
+            Forward::Candle(_) => "candle".to_string(),
+            Forward::Engine(e) => e.describe(),
+        }
     }
 
     /// The prefix for documents (answers): `"passage: "` where queries take `"query: "`
@@ -195,14 +225,44 @@ impl Encoder {
             .collect())
     }
 
-    /// Run one forward pass over tokenised texts (padded to the longest).
+    /// Run one forward pass over tokenised texts.
     pub fn forward(&self, batch: &[&Tokenized]) -> Result<EncoderOutput> {
+        let bert = match &self.forward {
+            Forward::Candle(bert) => bert,
+            Forward::Engine(engine) => return self.forward_engine(engine, batch),
+        };
         let (ids, mask) = self.pad(batch)?;
         let type_ids = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
+        let hidden = bert.forward(&ids, &type_ids, Some(&mask))?;
         let embeddings = mean_pool_normalize(&hidden, &mask)?;
         let pooled_cls = match &self.pooler {
             Some(p) => Some(p.forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?),
+            None => None,
+        };
+        Ok(EncoderOutput {
+            embeddings,
+            pooled_cls,
+        })
+    }
+
+    /// The forward on the inference engine: no padding, pooling on the unpadded rows.
+    fn forward_engine(
+        &self,
+        engine: &InferenceBert,
+        batch: &[&Tokenized],
+    ) -> Result<EncoderOutput> {
+        if batch.is_empty() {
+            bail!("empty batch");
+        }
+        let seqs: Vec<&[u32]> = batch.iter().map(|t| t.ids.as_slice()).collect();
+        let hidden = engine.forward(&seqs)?;
+        let (n, h) = (batch.len(), hidden.width);
+        let embeddings = Tensor::from_vec(hidden.mean_pooled_normalized(), (n, h), &self.device)?;
+        let pooled_cls = match &self.pooler {
+            Some(p) => {
+                let cls = Tensor::from_vec(hidden.first_rows(), (n, h), &self.device)?;
+                Some(p.forward(&cls)?.tanh()?)
+            }
             None => None,
         };
         Ok(EncoderOutput {

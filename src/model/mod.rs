@@ -6,6 +6,7 @@ pub mod bert;
 pub mod device;
 pub mod encoder;
 pub mod heads;
+pub mod infer;
 pub mod lora;
 pub mod provision;
 pub mod tiny;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use device::{device_name, parse_device};
 pub use encoder::{Encoder, EncoderOutput, Tokenized};
 pub use heads::{Head, HeadInput, HeadsMeta};
+pub use infer::EngineKind;
 
 /// A label with its probability.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -53,6 +55,8 @@ pub struct ModelOptions {
     /// Cache directory for provisioned and downloaded models.
     pub cache_dir: PathBuf,
     pub device: Device,
+    /// Which forward runs the encoder.
+    pub engine: EngineKind,
 }
 
 /// The shipped heads for the default encoder, relative to the crate root.
@@ -80,11 +84,21 @@ impl Model {
             None if is_default => Some(default_heads_dir()),
             None => None,
         };
-        Self::load_dirs(&dir, heads_dir.as_deref(), &opts.device)
+        Self::load_dirs_with(&dir, heads_dir.as_deref(), &opts.device, opts.engine)
     }
 
     /// Load an encoder directory and (optionally) a heads directory.
     pub fn load_dirs(dir: &Path, heads_dir: Option<&Path>, device: &Device) -> Result<Self> {
+        Self::load_dirs_with(dir, heads_dir, device, EngineKind::Auto)
+    }
+
+    /// As [`Model::load_dirs`], with the encoder's forward chosen.
+    pub fn load_dirs_with(
+        dir: &Path,
+        heads_dir: Option<&Path>,
+        device: &Device,
+        engine: EngineKind,
+    ) -> Result<Self> {
         // heads.json is read once: it names the adapters and describes the heads.
         let meta = heads_dir
             .map(|h| {
@@ -98,7 +112,7 @@ impl Model {
             )?),
             _ => None,
         };
-        let encoder = Encoder::load_with_adapters(dir, device, adapters.as_ref())
+        let encoder = Encoder::load_with_adapters(dir, device, adapters.as_ref(), engine)
             .with_context(|| format!("loading the encoder from {}", dir.display()))?;
         let hf_intent = heads::load_hf_classifier(dir, encoder.hidden_size(), device)?;
         let mut own = match (heads_dir, &meta) {

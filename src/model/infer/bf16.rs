@@ -1,0 +1,158 @@
+//! bf16 linear layers for CPUs with AVX-512 BF16: weights rounded once to bfloat16 (8-bit
+//! mantissa, fp32 range), activations rounded per call, pairs of products summed into fp32
+//! by `vdpbf16ps` (twice the multiply-adds of fp32 FMA per instruction, half the weight
+//! bytes). Accumulation stays fp32, so the error is the rounding of the inputs only.
+
+use super::linear::{packed_index, PANEL};
+use super::parallel::{for_each_task, SyncPtr};
+
+const MR: usize = 8;
+const ROW_CHUNK: usize = 64;
+const COL_CHUNK: usize = 64;
+
+/// Round an f32 to the nearest bfloat16 (ties to even), as its 16 bits.
+#[inline(always)]
+pub fn to_bf16(v: f32) -> u16 {
+    let b = v.to_bits();
+    if v.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// Packed bf16 weights of one layer.
+pub struct Bf16Weights {
+    n: usize,
+    k: usize,
+    /// Pairs of inputs per column, in blocks of 32 columns (see [`packed_index`]).
+    packed: Vec<u16>,
+}
+
+impl Bf16Weights {
+    /// Round and pack `w` (`[n, k]`, row-major); `k` must be even.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
+        assert!(k.is_multiple_of(2) && n.is_multiple_of(PANEL));
+        let mut packed = vec![0u16; n * k];
+        for j in 0..n {
+            for kk in 0..k {
+                packed[packed_index(j, kk, n, k, 2)] = to_bf16(w[j * k + kk]);
+            }
+        }
+        Self { n, k, packed }
+    }
+
+    /// `out = x W^T + bias (+ residual)` for `rows` rows of `x`.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        rows: usize,
+        bias: &[f32],
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+    ) {
+        let (n, k) = (self.n, self.k);
+        let xb: Vec<u16> = x[..rows * k].iter().map(|&v| to_bf16(v)).collect();
+        let row_chunks = rows.div_ceil(ROW_CHUNK);
+        let col_chunks = n.div_ceil(COL_CHUNK);
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        for_each_task(row_chunks * col_chunks, |task| {
+            let (rc, cc) = (task / col_chunks, task % col_chunks);
+            let r_end = ((rc + 1) * ROW_CHUNK).min(rows);
+            let c_end = ((cc + 1) * COL_CHUNK).min(n);
+            let mut r = rc * ROW_CHUNK;
+            while r < r_end {
+                let mr = (r_end - r).min(MR);
+                let mut p = cc * COL_CHUNK / PANEL;
+                while p * PANEL < c_end {
+                    let np = if (p + 2) * PANEL <= c_end { 2 } else { 1 };
+                    let c0 = p * PANEL;
+                    let block = Block {
+                        a: &xb[r * k..],
+                        k,
+                        panel: &self.packed[c0 * k..(c0 + np * PANEL) * k],
+                        bias: &bias[c0..],
+                        residual: residual.map(|res| &res[r * n + c0..]),
+                        n,
+                        rows: mr,
+                    };
+                    // SAFETY: Bf16Weights exist only where the CPU has AVX-512 BF16 (see
+                    // `Linear::new`); tasks write disjoint blocks of `out`.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        kernel::block(&block, out_ptr.get().add(r * n + c0), np)
+                    };
+                    p += np;
+                }
+                r += mr;
+            }
+        });
+    }
+}
+
+struct Block<'a> {
+    a: &'a [u16],
+    k: usize,
+    panel: &'a [u16],
+    bias: &'a [f32],
+    residual: Option<&'a [f32]>,
+    n: usize,
+    rows: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use super::{Block, MR, PANEL};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must have AVX-512F and BF16; `c` must point at `b.rows` rows of stride `b.n`
+    /// with `np * 16` writable columns.
+    pub unsafe fn block(b: &Block, c: *mut f32, np: usize) {
+        macro_rules! go {
+            ($($r:literal)*) => {
+                match (b.rows, np) {
+                    $(($r, 2) => kernel::<$r, 2>(b, c),)*
+                    $(($r, _) => kernel::<$r, 1>(b, c),)*
+                    _ => unreachable!("at most {MR} rows"),
+                }
+            };
+        }
+        go!(8 7 6 5 4 3 2 1)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn kernel<const R: usize, const NP: usize>(b: &Block, c: *mut f32) {
+        let mut acc = [[_mm512_setzero_ps(); NP]; R];
+        let a = b.a.as_ptr();
+        let w = b.panel.as_ptr();
+        let mut kk = 0;
+        while kk < b.k {
+            let mut wv = [_mm512_setzero_si512(); NP];
+            for (p, wv) in wv.iter_mut().enumerate() {
+                *wv = _mm512_loadu_si512(w.add(kk * NP * PANEL + p * PANEL * 2) as *const _);
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32((a.add(r * b.k + kk) as *const i32).read_unaligned());
+                for p in 0..NP {
+                    acc[p] = _mm512_dpbf16_ps(
+                        acc[p],
+                        std::mem::transmute::<__m512i, __m512bh>(av),
+                        std::mem::transmute::<__m512i, __m512bh>(wv[p]),
+                    );
+                }
+            }
+            kk += 2;
+        }
+        for p in 0..NP {
+            let off = p * PANEL;
+            let bias = _mm512_loadu_ps(b.bias.as_ptr().add(off));
+            for (r, acc) in acc.iter().enumerate() {
+                let mut v = _mm512_add_ps(acc[p], bias);
+                if let Some(res) = b.residual {
+                    v = _mm512_add_ps(v, _mm512_loadu_ps(res.as_ptr().add(r * b.n + off)));
+                }
+                _mm512_storeu_ps(c.add(r * b.n + off), v);
+            }
+        }
+    }
+}
