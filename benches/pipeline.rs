@@ -40,21 +40,6 @@ fn engines() -> Vec<(String, EngineKind)> {
         .collect()
 }
 
-/// A message of exactly `n` tokens (special tokens and prefix included).
-fn message_of(model: &Model, n: usize) -> Tokenized {
-    let mut text = String::from("where is my order");
-    loop {
-        let t = model.encoder.tokenize(&[text.as_str()]).unwrap().remove(0);
-        if t.ids.len() >= n {
-            let mut t = t;
-            t.ids.truncate(n - 1);
-            t.ids.push(2);
-            return t;
-        }
-        text.push_str(" please");
-    }
-}
-
 fn bench_model(c: &mut Criterion) {
     let model = model(EngineKind::Auto);
     let mut g = c.benchmark_group("tokenizer");
@@ -69,7 +54,10 @@ fn bench_model(c: &mut Criterion) {
     });
     g.finish();
 
-    let msg = message_of(&model, 16);
+    let msg = model
+        .encoder
+        .repeat_to_tokens("where is my order", 16)
+        .unwrap();
     let mut g = c.benchmark_group("encoder_16_tokens");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     for (name, engine) in engines() {

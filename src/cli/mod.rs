@@ -2,6 +2,7 @@
 //! command. Commands print results on stdout (JSON lines where machines read them) and
 //! progress and errors on stderr; a bad input exits with status 2 and names the problem.
 
+mod bench_encoder;
 mod classify;
 mod compare_engines;
 mod eval;
@@ -77,6 +78,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// FAQ retrieval quality: top-1/top-3/MRR and no-answer precision/recall per language.
     EvalFaq(eval_faq::EvalFaqArgs),
+    /// Encoder forward + pooling only: median latency and throughput per batch size.
+    BenchEncoder(bench_encoder::BenchEncoderArgs),
     /// Agreement and speed of two encoder forwards (default: int8 engine vs candle).
     CompareEngines(compare_engines::CompareEnginesArgs),
     /// Embedding quality: Spearman of cosine vs graded similarity of sentence pairs.
@@ -114,6 +117,7 @@ pub fn main() -> i32 {
         Command::FitRetrieval(a) => fit_retrieval::run(&a),
         Command::EvalSts(a) => eval_sts::run(&a),
         Command::CompareEngines(a) => compare_engines::run(&a),
+        Command::BenchEncoder(a) => bench_encoder::run(&a),
         Command::Import(a) => import::run(&a),
         Command::Provision { cache_dir } => {
             provision::ensure_default_model(&cache_dir).map(|dir| {

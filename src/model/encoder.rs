@@ -225,6 +225,26 @@ impl Encoder {
             .collect())
     }
 
+    /// `text` repeated until it has at least `n` tokens, cut to exactly `n` (ending with its
+    /// end-of-sequence token): fixed-size inputs for benchmarks.
+    pub fn repeat_to_tokens(&self, text: &str, n: usize) -> Result<Tokenized> {
+        let mut long = text.to_string();
+        loop {
+            let mut t = self.tokenize(&[long.as_str()])?.remove(0);
+            if t.ids.len() >= n {
+                let eos = t.ids.last().copied().unwrap_or(self.pad_id);
+                t.ids.truncate(n.saturating_sub(1));
+                t.ids.push(eos);
+                return Ok(t);
+            }
+            if text.trim().is_empty() || long.len() > 100_000 {
+                bail!("{text:?} does not reach {n} tokens");
+            }
+            long.push(' ');
+            long.push_str(text);
+        }
+    }
+
     /// Run one forward pass over tokenised texts.
     pub fn forward(&self, batch: &[&Tokenized]) -> Result<EncoderOutput> {
         let bert = match &self.forward {

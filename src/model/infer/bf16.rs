@@ -3,7 +3,7 @@
 //! by `vdpbf16ps` (twice the multiply-adds of fp32 FMA per instruction, half the weight
 //! bytes). Accumulation stays fp32, so the error is the rounding of the inputs only.
 
-use super::linear::{packed_index, PANEL};
+use super::linear::{finish_block, packed_index, Epilogue, Kernels, PANEL};
 use super::parallel::{for_each_task, SyncPtr};
 
 const MR: usize = 8;
@@ -41,16 +41,18 @@ impl Bf16Weights {
         Self { n, k, packed }
     }
 
-    /// `out = x W^T + bias (+ residual)` for `rows` rows of `x`.
+    /// `out = x W^T + bias`, then the epilogue, for `rows` rows of `x`.
     pub fn forward(
         &self,
         x: &[f32],
         rows: usize,
         bias: &[f32],
         out: &mut [f32],
-        residual: Option<&[f32]>,
+        epilogue: Epilogue,
+        kernels: Kernels,
     ) {
         let (n, k) = (self.n, self.k);
+        let residual = epilogue.residual();
         let xb: Vec<u16> = x[..rows * k].iter().map(|&v| to_bf16(v)).collect();
         let row_chunks = rows.div_ceil(ROW_CHUNK);
         let col_chunks = n.div_ceil(COL_CHUNK);
@@ -85,6 +87,18 @@ impl Bf16Weights {
                 }
                 r += mr;
             }
+            // SAFETY: this task's block, written above.
+            unsafe {
+                let first = rc * ROW_CHUNK;
+                finish_block(
+                    kernels,
+                    epilogue,
+                    out_ptr,
+                    n,
+                    first..r_end,
+                    cc * COL_CHUNK..c_end,
+                )
+            };
         });
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! `y[j] = s_x s_w[j] (sum_k q_x[k] q_w[j,k] - z_x sum_k q_w[j,k]) + b[j]`.
 
-use super::linear::{packed_index, PANEL};
-use super::ops::round;
+use super::linear::{finish_block, packed_index, Epilogue, Kernels, PANEL};
+use super::ops::quantize_rows;
 use super::parallel::{for_each_task, SyncPtr};
 
 /// Rows per kernel call.
@@ -58,21 +58,22 @@ impl Int8Weights {
         }
     }
 
-    /// `out = x W^T + bias (+ residual)` for `rows` rows of `x`.
+    /// `out = x W^T + bias`, then the epilogue, for `rows` rows of `x`.
     pub fn forward(
         &self,
         x: &[f32],
         rows: usize,
         bias: &[f32],
         out: &mut [f32],
-        residual: Option<&[f32]>,
+        epilogue: Epilogue,
+        kernels: Kernels,
     ) {
         let (n, k) = (self.n, self.k);
+        let residual = epilogue.residual();
         let mut q = vec![0u8; rows * k];
-        let quants: Vec<RowQuant> = q
-            .chunks_mut(k)
-            .zip(x.chunks(k))
-            .map(|(q, x)| quantize_row(x, q))
+        let quants: Vec<RowQuant> = quantize_rows(kernels, &x[..rows * k], k, &mut q)
+            .into_iter()
+            .map(|(scale, zero)| RowQuant { scale, zero })
             .collect();
         let row_chunks = rows.div_ceil(ROW_CHUNK);
         let col_chunks = n.div_ceil(COL_CHUNK);
@@ -110,24 +111,19 @@ impl Int8Weights {
                 }
                 r += mr;
             }
+            // SAFETY: this task's block, written above.
+            unsafe {
+                let first = rc * ROW_CHUNK;
+                finish_block(
+                    kernels,
+                    epilogue,
+                    out_ptr,
+                    n,
+                    first..r_end,
+                    cc * COL_CHUNK..c_end,
+                )
+            };
         });
-    }
-}
-
-/// Quantise one row to `q` (unsigned 8 bits, asymmetric).
-fn quantize_row(x: &[f32], q: &mut [u8]) -> RowQuant {
-    let (min, max) = x
-        .iter()
-        .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
-    let zero = round(-min / scale).clamp(0.0, 255.0);
-    let inv = 1.0 / scale;
-    for (q, v) in q.iter_mut().zip(x) {
-        *q = round(v * inv + zero).clamp(0.0, 255.0) as u8;
-    }
-    RowQuant {
-        scale,
-        zero: zero as i32,
     }
 }
 

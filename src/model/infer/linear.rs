@@ -84,6 +84,47 @@ impl Precision {
     }
 }
 
+/// What a linear layer does after `x W^T + b`, while its output is still in cache.
+#[derive(Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// Nothing more.
+    Bias,
+    /// Add a residual `[rows, n]`.
+    Residual(&'a [f32]),
+    /// Apply the exact (erf) GELU.
+    Gelu,
+}
+
+impl<'a> Epilogue<'a> {
+    pub fn residual(&self) -> Option<&'a [f32]> {
+        match self {
+            Epilogue::Residual(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// After a task's block of output is written: the GELU of the epilogue over it.
+///
+/// # Safety
+/// `out` must point at the layer output (row stride `n`), the block `rows x cols` owned by
+/// the calling task.
+pub unsafe fn finish_block(
+    kernels: Kernels,
+    epilogue: Epilogue,
+    out: SyncPtr<f32>,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    if let Epilogue::Gelu = epilogue {
+        for r in rows {
+            let row = std::slice::from_raw_parts_mut(out.get().add(r * n + cols.start), cols.len());
+            super::ops::gelu(kernels, row);
+        }
+    }
+}
+
 /// Weight storage of one linear layer.
 enum Weights {
     /// `[n / PANEL][k][PANEL]`: for each panel of 16 output columns, the k inputs in order.
@@ -144,16 +185,17 @@ impl Linear {
         }
     }
 
-    /// `out[rows, n] = x[rows, k] W^T + b`, plus `residual[rows, n]` when given.
-    pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], residual: Option<&[f32]>) {
+    /// `out[rows, n] = x[rows, k] W^T + b`, then the epilogue.
+    pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32], epilogue: Epilogue) {
         assert!(x.len() >= rows * self.k && out.len() >= rows * self.n);
-        if let Some(r) = residual {
+        if let Some(r) = epilogue.residual() {
             assert!(r.len() >= rows * self.n);
         }
+        let k = self.kernels;
         match &self.weights {
-            Weights::Int8(w) => w.forward(x, rows, &self.bias, out, residual),
-            Weights::Bf16(w) => w.forward(x, rows, &self.bias, out, residual),
-            Weights::F32(packed) => self.forward_f32(packed, x, rows, out, residual),
+            Weights::Int8(w) => w.forward(x, rows, &self.bias, out, epilogue, k),
+            Weights::Bf16(w) => w.forward(x, rows, &self.bias, out, epilogue, k),
+            Weights::F32(packed) => self.forward_f32(packed, x, rows, out, epilogue),
         }
     }
 
@@ -163,9 +205,10 @@ impl Linear {
         x: &[f32],
         rows: usize,
         out: &mut [f32],
-        residual: Option<&[f32]>,
+        epilogue: Epilogue,
     ) {
         let (n, k) = (self.n, self.k);
+        let residual = epilogue.residual();
         let row_chunks = rows.div_ceil(ROW_CHUNK);
         let col_chunks = n.div_ceil(COL_CHUNK);
         let out_ptr = SyncPtr(out.as_mut_ptr());
@@ -209,6 +252,18 @@ impl Linear {
                     r += mr;
                 }
             }
+            // SAFETY: this task's block, written above.
+            unsafe {
+                let first = rc * ROW_CHUNK;
+                finish_block(
+                    kernels,
+                    epilogue,
+                    out_ptr,
+                    n,
+                    first..r_end,
+                    cc * COL_CHUNK..c_end,
+                )
+            };
         });
     }
 }
@@ -363,6 +418,21 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    /// erf by its Taylor series in f64 (reference; 1 - erf(4) < 2e-8).
+    fn libm_erf(x: f32) -> f32 {
+        if x.abs() > 4.0 {
+            return x.signum();
+        }
+        let x = x as f64;
+        let (mut sum, mut term, mut n) = (0.0, x, 0.0);
+        while n < 200.0 {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -x * x / n;
+        }
+        (sum * 2.0 / std::f64::consts::PI.sqrt()) as f32
+    }
+
     /// Every kernel set and precision against a plain matrix product, on shapes with an odd
     /// last panel, rows that fill no kernel call evenly, several row chunks and input blocks.
     #[test]
@@ -388,7 +458,9 @@ mod tests {
                 for wanted in [Precision::F32, Precision::Bf16, Precision::Int8] {
                     let lin = Linear::new(&w, &b, n, k, kernels, wanted);
                     let mut out = vec![0f32; rows * n];
-                    lin.forward(&x, rows, &mut out, Some(&res));
+                    lin.forward(&x, rows, &mut out, Epilogue::Residual(&res));
+                    let mut activated = vec![0f32; rows * n];
+                    lin.forward(&x, rows, &mut activated, Epilogue::Gelu);
                     let tol = match lin.precision() {
                         Precision::F32 => 1e-4,
                         Precision::Bf16 => 0.05,
@@ -399,6 +471,10 @@ mod tests {
                             (g - w).abs() < tol,
                             "{kernels:?} {wanted:?} {rows}x{n}x{k} at {i}: {g} vs {w}"
                         );
+                        let y = w - res[i];
+                        let gelu = 0.5 * y * (1.0 + libm_erf(y / 2f32.sqrt()));
+                        let a = activated[i];
+                        assert!((a - gelu).abs() < tol, "GELU at {i}: {a} vs {gelu}");
                     }
                 }
             }

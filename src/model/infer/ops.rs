@@ -50,6 +50,25 @@ pub fn gelu(k: Kernels, x: &mut [f32]) {
     }
 }
 
+/// Quantise each `width`-wide row of `x` to unsigned 8 bits in `q` (asymmetric, per row):
+/// one `(scale, zero)` per row.
+pub fn quantize_rows(k: Kernels, x: &[f32], width: usize, q: &mut [u8]) -> Vec<(f32, i32)> {
+    let rows = x.len() / width;
+    let mut params = vec![(1f32, 0i32); rows];
+    let chunk = 16;
+    let (qp, pp) = (SyncPtr(q.as_mut_ptr()), SyncPtr(params.as_mut_ptr()));
+    for_each_task(rows.div_ceil(chunk), |t| {
+        for r in t * chunk..((t + 1) * chunk).min(rows) {
+            // SAFETY: each task writes its own rows of `q` and `params`.
+            let row = unsafe { std::slice::from_raw_parts_mut(qp.get().add(r * width), width) };
+            let p = multiversion!(k, quantize_u8(&x[r * width..(r + 1) * width], row));
+            // SAFETY: as above.
+            unsafe { *pp.get().add(r) = p };
+        }
+    });
+    params
+}
+
 /// Multi-head self-attention over a batch of unpadded sequences.
 ///
 /// `qkv` is `[tokens, 3 * hidden]` (queries, keys, values side by side), `starts` the first
@@ -81,6 +100,38 @@ macro_rules! kernels {
             }
         }
 
+        /// Quantise a row to unsigned 8 bits, `x ≈ scale * (q - zero)`; returns
+        /// `(scale, zero)`.
+        #[allow(clippy::missing_safety_doc)]
+        $(#[$attr])?
+        pub unsafe fn quantize_u8(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+            let mut lo = [0f32; 16];
+            let mut hi = [0f32; 16];
+            let chunks = x.chunks_exact(16);
+            let rest = chunks.remainder();
+            for c in chunks {
+                for i in 0..16 {
+                    lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+                    hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+                }
+            }
+            let mut min = lo.iter().fold(0f32, |m, v| m.min(*v));
+            let mut max = hi.iter().fold(0f32, |m, v| m.max(*v));
+            for v in rest {
+                min = min.min(*v);
+                max = max.max(*v);
+            }
+            let scale = if max > min { (max - min) / 255.0 } else { 1.0 };
+            let zero = super::round(-min / scale).clamp(0.0, 255.0);
+            let inv = 1.0 / scale;
+            for (q, v) in q.iter_mut().zip(x) {
+                let t = super::round(v * inv + zero);
+                let t = if t < 0.0 { 0.0 } else if t > 255.0 { 255.0 } else { t };
+                *q = t as i32 as u8;
+            }
+            (scale, zero as i32)
+        }
+
         #[allow(clippy::missing_safety_doc)]
         $(#[$attr])?
         pub unsafe fn gelu(x: &mut [f32]) {
@@ -100,44 +151,64 @@ macro_rules! kernels {
             hidden: usize,
             out: super::SyncPtr<f32>,
         ) {
+            const W: usize = 16;
             let d = hidden / heads;
             let stride = 3 * hidden;
             let scale = 1.0 / (d as f32).sqrt();
             let len = to - from;
-            let mut scores = vec![0f32; len];
-            let mut ctx = vec![0f32; d];
-            // Keys transposed (`[d][len]`), so scores are axpys over the sequence, not dots.
-            let mut keys_t = vec![0f32; d * len];
+            // Keys transposed to `[d][len rounded up to W]`, zero padded: sixteen scores at a
+            // time stay in one register while the head dimension is summed.
+            let padded = len.div_ceil(W) * W;
+            let mut keys_t = vec![0f32; d * padded];
             for j in 0..len {
                 let kr = (from + j) * stride + hidden + h * d;
                 for (dd, v) in qkv[kr..kr + d].iter().enumerate() {
-                    keys_t[dd * len + j] = *v;
+                    keys_t[dd * padded + j] = *v * scale;
                 }
             }
+            let mut scores = vec![0f32; padded];
             for i in from..to {
                 let q = &qkv[i * stride + h * d..i * stride + h * d + d];
-                scores.iter_mut().for_each(|s| *s = 0.0);
-                for (dd, qv) in q.iter().enumerate() {
-                    let qv = qv * scale;
-                    for (s, k) in scores.iter_mut().zip(&keys_t[dd * len..(dd + 1) * len]) {
-                        *s += qv * k;
+                for j0 in (0..padded).step_by(W) {
+                    let mut acc = [0f32; W];
+                    for (dd, qv) in q.iter().enumerate() {
+                        let k: &[f32; W] = keys_t[dd * padded + j0..dd * padded + j0 + W]
+                            .try_into()
+                            .expect("a block of W");
+                        for l in 0..W {
+                            acc[l] += qv * k[l];
+                        }
                     }
+                    scores[j0..j0 + W].copy_from_slice(&acc);
                 }
+                let scores = &mut scores[..len];
                 let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
                 for s in scores.iter_mut() {
                     *s = super::exp(*s - max);
                 }
-                let total = super::sum(&scores);
-                ctx.iter_mut().for_each(|c| *c = 0.0);
-                for (j, s) in scores.iter().enumerate() {
-                    let vr = (from + j) * stride + 2 * hidden + h * d;
-                    for (c, v) in ctx.iter_mut().zip(&qkv[vr..vr + d]) {
-                        *c += s * v;
-                    }
-                }
+                let inv_total = 1.0 / super::sum(scores);
                 let o = out.get().add(i * hidden + h * d);
-                for (c, v) in ctx.iter().enumerate() {
-                    *o.add(c) = v / total;
+                let mut d0 = 0;
+                while d0 < d {
+                    let w = W.min(d - d0);
+                    let mut acc = [0f32; W];
+                    for (j, p) in scores.iter().enumerate() {
+                        let vr = (from + j) * stride + 2 * hidden + h * d + d0;
+                        if w == W {
+                            let v: &[f32; W] = qkv[vr..vr + W].try_into().expect("a block of W");
+                            for l in 0..W {
+                                acc[l] += p * v[l];
+                            }
+                        } else {
+                            for (a, v) in acc.iter_mut().zip(&qkv[vr..vr + w]) {
+                                *a += p * v;
+                            }
+                        }
+                    }
+                    for (l, a) in acc.iter().enumerate().take(w) {
+                        *o.add(d0 + l) = a * inv_total;
+                    }
+                    d0 += w;
                 }
             }
         }
@@ -204,11 +275,22 @@ pub fn round(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
-/// The error function (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7).
+/// `1 / y` for finite `y >= 1` by three Newton steps from a bit-level first guess (relative
+/// error below 1e-7): multiply-adds only, cheaper than a vector division.
+#[inline(always)]
+fn recip(y: f32) -> f32 {
+    let mut r = f32::from_bits(0x7ef3_11c3u32.wrapping_sub(y.to_bits()));
+    r = r * (2.0 - y * r);
+    r = r * (2.0 - y * r);
+    r * (2.0 - y * r)
+}
+
+/// The error function (Abramowitz and Stegun 7.1.26: absolute error below 1.5e-7, 5e-7 in
+/// f32 arithmetic).
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
     let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let t = recip(1.0 + 0.327_591_1 * a);
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
