@@ -41,7 +41,7 @@ struct Row {
 }
 
 pub fn run(a: &BenchEncoderArgs) -> Result<()> {
-    if a.tokens < 3 || a.batches.iter().any(|&b| b == 0) || a.iters == 0 {
+    if a.tokens < 3 || a.batches.contains(&0) || a.iters == 0 {
         bail!("--tokens must be at least 3, batch sizes and --iters at least 1");
     }
     let opts = a.model.options()?;
