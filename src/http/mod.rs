@@ -237,6 +237,7 @@ async fn info(State(s): State<Arc<AppState>>) -> Json<serde_json::Value> {
             "max_tokens": b.model.encoder.max_tokens(),
             "query_prefix": b.model.encoder.prefix(),
             "device": s.device,
+            "engine": b.model.encoder.engine(),
         },
         "labels": {
             "intents": b.model.intent.labels,

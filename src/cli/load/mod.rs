@@ -45,6 +45,12 @@ pub struct LoadArgs {
     /// Distinct conversation ids used by /answer (cycled), to exercise conversation memory.
     #[arg(long, default_value_t = 1000)]
     pub conversations: u64,
+    /// Offered load in requests per second over all clients (0 = closed loop: each client
+    /// sends again as soon as it has its answer). With a rate, each client keeps its share
+    /// of the schedule, sending late only when its previous request is still in flight: use
+    /// enough clients (rate x worst latency) for the offered load to hold under overload.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -156,6 +162,9 @@ fn check_args(a: &LoadArgs) -> Result<()> {
     if a.concurrency == 0 || a.conversations == 0 {
         return Err(InputError("--concurrency and --conversations must be > 0".into()).into());
     }
+    if !(a.rate >= 0.0 && a.rate.is_finite()) {
+        return Err(InputError("--rate must be a finite number >= 0".into()).into());
+    }
     Ok(())
 }
 
@@ -170,7 +179,17 @@ async fn client_loop(
 ) {
     let mut conn = Conn::new(a.addr);
     let mut n = 0u64;
+    // With --rate: this client's sends are `interval` apart, clients evenly staggered.
+    let interval = (a.rate > 0.0).then(|| Duration::from_secs_f64(a.concurrency as f64 / a.rate));
+    let mut next = interval.map(|i| Instant::now() + i.mul_f64(w as f64 / a.concurrency as f64));
     while Instant::now() < end && sent.fetch_add(1, Ordering::Relaxed) < a.max_requests {
+        if let (Some(at), Some(i)) = (next.as_mut(), interval) {
+            tokio::time::sleep_until((*at).into()).await;
+            *at += i;
+            if Instant::now() >= end {
+                break;
+            }
+        }
         n += 1;
         // Unique across clients: client w sends w, w + C, w + 2C, ...
         let i = w as u64 + n * a.concurrency as u64;
