@@ -99,20 +99,27 @@ impl Encoder {
             ),
         };
         let mismatch = || format!("{} does not match its config.json", weights.display());
-        let forward = match (engine, device) {
-            (EngineKind::Candle, _) | (EngineKind::Auto, Device::Cuda(_) | Device::Metal(_)) => {
-                Forward::Candle(BertModel::load(vb.clone(), &config).with_context(mismatch)?)
+        let use_candle = match (engine, device) {
+            (EngineKind::Candle, _) => true,
+            // Without AVX-512 the engine's portable kernels lose to candle's gemm (AVX2):
+            // auto keeps candle there, on GPUs, and for models the engine cannot run.
+            (EngineKind::Auto, Device::Cpu) => {
+                Kernels::detect() == Kernels::Portable || InferenceBert::supports(&config).is_err()
             }
-            (_, Device::Cuda(_) | Device::Metal(_)) => {
-                bail!("the inference engine runs on CPU only: use --engine candle (or auto) with a GPU")
-            }
-            (kind, Device::Cpu) => {
-                let precision = kind.precision().unwrap_or(Precision::F32);
-                Forward::Engine(
-                    InferenceBert::load(&vb, &config, Kernels::detect(), precision)
-                        .with_context(mismatch)?,
-                )
-            }
+            (EngineKind::Auto, _) => true,
+            (_, Device::Cpu) => false,
+            _ => bail!(
+                "the inference engine runs on CPU only: use --engine candle (or auto) with a GPU"
+            ),
+        };
+        let forward = if use_candle {
+            Forward::Candle(BertModel::load(vb.clone(), &config).with_context(mismatch)?)
+        } else {
+            let precision = engine.precision().unwrap_or(Precision::F32);
+            Forward::Engine(
+                InferenceBert::load(&vb, &config, Kernels::detect(), precision)
+                    .with_context(mismatch)?,
+            )
         };
         let pooler = ["bert.pooler.dense", "pooler.dense"]
             .iter()

@@ -21,7 +21,8 @@ pub use linear::{Kernels, Precision};
 /// Which forward runs the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineKind {
-    /// The inference engine in fp32 on CPU, candle on other devices.
+    /// The inference engine in fp32 on CPUs with AVX-512, candle elsewhere (GPUs, and CPUs
+    /// where only the portable kernels would run).
     #[default]
     Auto,
     /// candle's `BertModel` (the reference).
@@ -133,13 +134,9 @@ pub struct InferenceBert {
 }
 
 impl InferenceBert {
-    /// Read a Hugging Face BERT from `vb` (with or without a `bert.` prefix).
-    pub fn load(
-        vb: &VarBuilder,
-        config: &Config,
-        kernels: Kernels,
-        precision: Precision,
-    ) -> Result<Self> {
+    /// Whether the engine can run a model of this configuration (erf GELU, absolute
+    /// positions, widths in multiples of 16); the reason if not.
+    pub fn supports(config: &Config) -> Result<()> {
         if config.hidden_act != HiddenAct::Gelu {
             bail!("the inference engine supports the erf GELU only; use --engine candle");
         }
@@ -147,12 +144,24 @@ impl InferenceBert {
             bail!("the inference engine supports absolute positions only; use --engine candle");
         }
         let (h, inter) = (config.hidden_size, config.intermediate_size);
-        if h % config.num_attention_heads != 0
-            || h % linear::PANEL != 0
-            || inter % linear::PANEL != 0
+        if !h.is_multiple_of(config.num_attention_heads.max(1))
+            || !h.is_multiple_of(linear::PANEL)
+            || !inter.is_multiple_of(linear::PANEL)
         {
             bail!("hidden size {h} / intermediate size {inter} not supported by the inference engine; use --engine candle");
         }
+        Ok(())
+    }
+
+    /// Read a Hugging Face BERT from `vb` (with or without a `bert.` prefix).
+    pub fn load(
+        vb: &VarBuilder,
+        config: &Config,
+        kernels: Kernels,
+        precision: Precision,
+    ) -> Result<Self> {
+        Self::supports(config)?;
+        let (h, inter) = (config.hidden_size, config.intermediate_size);
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
             vb.pp("bert")
         } else {
