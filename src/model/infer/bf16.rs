@@ -3,12 +3,7 @@
 //! by `vdpbf16ps` (twice the multiply-adds of fp32 FMA per instruction, half the weight
 //! bytes). Accumulation stays fp32, so the error is the rounding of the inputs only.
 
-use super::linear::{finish_block, packed_index, Epilogue, Kernels, PANEL};
-use super::parallel::{for_each_task, SyncPtr};
-
-const MR: usize = 8;
-const ROW_CHUNK: usize = 64;
-const COL_CHUNK: usize = 64;
+use super::linear::{for_each_tile, packed_index, Epilogue, Kernels, PANEL};
 
 /// Round an f32 to the nearest bfloat16 (ties to even), as its 16 bits.
 #[inline(always)]
@@ -54,50 +49,22 @@ impl Bf16Weights {
         let (n, k) = (self.n, self.k);
         let residual = epilogue.residual();
         let xb: Vec<u16> = x[..rows * k].iter().map(|&v| to_bf16(v)).collect();
-        let row_chunks = rows.div_ceil(ROW_CHUNK);
-        let col_chunks = n.div_ceil(COL_CHUNK);
-        let out_ptr = SyncPtr(out.as_mut_ptr());
-        for_each_task(row_chunks * col_chunks, |task| {
-            let (rc, cc) = (task / col_chunks, task % col_chunks);
-            let r_end = ((rc + 1) * ROW_CHUNK).min(rows);
-            let c_end = ((cc + 1) * COL_CHUNK).min(n);
-            let mut r = rc * ROW_CHUNK;
-            while r < r_end {
-                let mr = (r_end - r).min(MR);
-                let mut p = cc * COL_CHUNK / PANEL;
-                while p * PANEL < c_end {
-                    let np = if (p + 2) * PANEL <= c_end { 2 } else { 1 };
-                    let c0 = p * PANEL;
-                    let block = Block {
-                        a: &xb[r * k..],
-                        k,
-                        panel: &self.packed[c0 * k..(c0 + np * PANEL) * k],
-                        bias: &bias[c0..],
-                        residual: residual.map(|res| &res[r * n + c0..]),
-                        n,
-                        rows: mr,
-                    };
-                    // SAFETY: Bf16Weights exist only where the CPU has AVX-512 BF16 (see
-                    // `Linear::new`); tasks write disjoint blocks of `out`.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        kernel::block(&block, out_ptr.get().add(r * n + c0), np)
-                    };
-                    p += np;
-                }
-                r += mr;
-            }
-            // SAFETY: this task's block, written above.
+        for_each_tile(rows, n, k, k, kernels, epilogue, out, |t, c| {
+            let (r, c0, np) = (t.r, t.p * PANEL, t.panels);
+            let block = Block {
+                a: &xb[r * k..],
+                k,
+                panel: &self.packed[c0 * k..(c0 + np * PANEL) * k],
+                bias: &bias[c0..],
+                residual: residual.map(|res| &res[r * n + c0..]),
+                n,
+                rows: t.rows,
+            };
+            // SAFETY: Bf16Weights exist only where the CPU has AVX-512 BF16 (see
+            // `Linear::new`); `c` is this tile's place in `out`.
+            #[cfg(target_arch = "x86_64")]
             unsafe {
-                let first = rc * ROW_CHUNK;
-                finish_block(
-                    kernels,
-                    epilogue,
-                    out_ptr,
-                    n,
-                    first..r_end,
-                    cc * COL_CHUNK..c_end,
-                )
+                kernel::block(&block, c, np)
             };
         });
     }
@@ -115,23 +82,15 @@ struct Block<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod kernel {
-    use super::{Block, MR, PANEL};
+    use super::super::linear::with_shape;
+    use super::{Block, PANEL};
     use std::arch::x86_64::*;
 
     /// # Safety
     /// The CPU must have AVX-512F and BF16; `c` must point at `b.rows` rows of stride `b.n`
     /// with `np * 16` writable columns.
     pub unsafe fn block(b: &Block, c: *mut f32, np: usize) {
-        macro_rules! go {
-            ($($r:literal)*) => {
-                match (b.rows, np) {
-                    $(($r, 2) => kernel::<$r, 2>(b, c),)*
-                    $(($r, _) => kernel::<$r, 1>(b, c),)*
-                    _ => unreachable!("at most {MR} rows"),
-                }
-            };
-        }
-        go!(8 7 6 5 4 3 2 1)
+        with_shape!(b.rows, np, kernel(b, c))
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]

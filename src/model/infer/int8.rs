@@ -5,14 +5,8 @@
 //!
 //! `y[j] = s_x s_w[j] (sum_k q_x[k] q_w[j,k] - z_x sum_k q_w[j,k]) + b[j]`.
 
-use super::linear::{finish_block, packed_index, Epilogue, Kernels, PANEL};
+use super::linear::{for_each_tile, packed_index, Epilogue, Kernels, PANEL};
 use super::ops::quantize_rows;
-use super::parallel::{for_each_task, SyncPtr};
-
-/// Rows per kernel call.
-const MR: usize = 8;
-const ROW_CHUNK: usize = 64;
-const COL_CHUNK: usize = 64;
 
 /// Quantised, packed weights of one layer.
 pub struct Int8Weights {
@@ -75,53 +69,25 @@ impl Int8Weights {
             .into_iter()
             .map(|(scale, zero)| RowQuant { scale, zero })
             .collect();
-        let row_chunks = rows.div_ceil(ROW_CHUNK);
-        let col_chunks = n.div_ceil(COL_CHUNK);
-        let out_ptr = SyncPtr(out.as_mut_ptr());
-        for_each_task(row_chunks * col_chunks, |task| {
-            let (rc, cc) = (task / col_chunks, task % col_chunks);
-            let r_end = ((rc + 1) * ROW_CHUNK).min(rows);
-            let c_end = ((cc + 1) * COL_CHUNK).min(n);
-            let mut r = rc * ROW_CHUNK;
-            while r < r_end {
-                let mr = (r_end - r).min(MR);
-                let mut p = cc * COL_CHUNK / PANEL;
-                while p * PANEL < c_end {
-                    let np = if (p + 2) * PANEL <= c_end { 2 } else { 1 };
-                    let c0 = p * PANEL;
-                    let block = Block {
-                        a: &q[r * k..],
-                        quants: &quants[r..r + mr],
-                        k,
-                        panel: &self.packed[c0 * k..(c0 + np * PANEL) * k],
-                        scale: &self.scale[c0..],
-                        colsum: &self.colsum[c0..],
-                        bias: &bias[c0..],
-                        residual: residual.map(|res| &res[r * n + c0..]),
-                        n,
-                        rows: mr,
-                    };
-                    // SAFETY: Int8Weights exist only where the CPU has AVX-512 VNNI (see
-                    // `Linear::new`); tasks write disjoint blocks of `out`.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        vnni::block(&block, out_ptr.get().add(r * n + c0), np)
-                    };
-                    p += np;
-                }
-                r += mr;
-            }
-            // SAFETY: this task's block, written above.
+        for_each_tile(rows, n, k, k, kernels, epilogue, out, |t, c| {
+            let (r, c0, np) = (t.r, t.p * PANEL, t.panels);
+            let block = Block {
+                a: &q[r * k..],
+                quants: &quants[r..r + t.rows],
+                k,
+                panel: &self.packed[c0 * k..(c0 + np * PANEL) * k],
+                scale: &self.scale[c0..],
+                colsum: &self.colsum[c0..],
+                bias: &bias[c0..],
+                residual: residual.map(|res| &res[r * n + c0..]),
+                n,
+                rows: t.rows,
+            };
+            // SAFETY: Int8Weights exist only where the CPU has AVX-512 VNNI (see
+            // `Linear::new`); `c` is this tile's place in `out`.
+            #[cfg(target_arch = "x86_64")]
             unsafe {
-                let first = rc * ROW_CHUNK;
-                finish_block(
-                    kernels,
-                    epilogue,
-                    out_ptr,
-                    n,
-                    first..r_end,
-                    cc * COL_CHUNK..c_end,
-                )
+                vnni::block(&block, c, np)
             };
         });
     }
@@ -142,23 +108,15 @@ struct Block<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::{Block, MR, PANEL};
+    use super::super::linear::with_shape;
+    use super::{Block, PANEL};
     use std::arch::x86_64::*;
 
     /// # Safety
     /// The CPU must have AVX-512F, BW and VNNI; `c` must point at `b.rows` rows of stride
     /// `b.n` with `np * 16` writable columns.
     pub unsafe fn block(b: &Block, c: *mut f32, np: usize) {
-        macro_rules! go {
-            ($($r:literal)*) => {
-                match (b.rows, np) {
-                    $(($r, 2) => kernel::<$r, 2>(b, c),)*
-                    $(($r, _) => kernel::<$r, 1>(b, c),)*
-                    _ => unreachable!("at most {MR} rows"),
-                }
-            };
-        }
-        go!(8 7 6 5 4 3 2 1)
+        with_shape!(b.rows, np, kernel(b, c))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]

@@ -125,6 +125,97 @@ pub unsafe fn finish_block(
     }
 }
 
+/// One kernel call's share of a layer's output: rows `r..r + rows` (at most 8), panels
+/// `p..p + panels` (1 or 2 of 16 columns), inputs `k0..k0 + kc`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tile {
+    pub r: usize,
+    pub rows: usize,
+    pub p: usize,
+    pub panels: usize,
+    pub k0: usize,
+    pub kc: usize,
+}
+
+/// Cover `out[rows, n]` with kernel calls: tasks of [`ROW_CHUNK`] x [`COL_CHUNK`] spread
+/// over the cores, each going through its inputs in blocks of `kc` (the weights of a block
+/// stay in L1 across its row tiles), calling `kernel(tile, first output of the tile)`, then
+/// finishing its block with the epilogue (GELU).
+#[allow(clippy::too_many_arguments)]
+pub fn for_each_tile<F>(
+    rows: usize,
+    n: usize,
+    k: usize,
+    kc: usize,
+    kernels: Kernels,
+    epilogue: Epilogue,
+    out: &mut [f32],
+    kernel: F,
+) where
+    F: Fn(Tile, *mut f32) + Sync,
+{
+    assert!(out.len() >= rows * n && kc > 0);
+    let row_chunks = rows.div_ceil(ROW_CHUNK);
+    let col_chunks = n.div_ceil(COL_CHUNK);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    for_each_task(row_chunks * col_chunks, |task| {
+        let (rc, cc) = (task / col_chunks, task % col_chunks);
+        let r_end = ((rc + 1) * ROW_CHUNK).min(rows);
+        let c_end = ((cc + 1) * COL_CHUNK).min(n);
+        for k0 in (0..k).step_by(kc) {
+            let mut r = rc * ROW_CHUNK;
+            while r < r_end {
+                let mr = (r_end - r).min(MR);
+                let mut p = cc * COL_CHUNK / PANEL;
+                while p * PANEL < c_end {
+                    let np = if (p + 2) * PANEL <= c_end { 2 } else { 1 };
+                    let tile = Tile {
+                        r,
+                        rows: mr,
+                        p,
+                        panels: np,
+                        k0,
+                        kc: kc.min(k - k0),
+                    };
+                    // SAFETY: inside `out` (rows < `rows`, columns < `n`); tasks own
+                    // disjoint blocks of it.
+                    kernel(tile, unsafe { out_ptr.get().add(r * n + p * PANEL) });
+                    p += np;
+                }
+                r += mr;
+            }
+        }
+        // SAFETY: this task's block, written above.
+        unsafe {
+            let first = rc * ROW_CHUNK;
+            finish_block(
+                kernels,
+                epilogue,
+                out_ptr,
+                n,
+                first..r_end,
+                cc * COL_CHUNK..c_end,
+            )
+        };
+    });
+}
+
+/// `$kernel::<R, NP>(args)` with a tile's rows (1 to 8) and panels (1 or 2) as constants,
+/// so each shape gets a kernel with its accumulators in registers.
+macro_rules! with_shape {
+    ($rows:expr, $panels:expr, $kernel:ident $args:tt) => {
+        with_shape!(@arms ($rows, $panels) $kernel $args [8 7 6 5 4 3 2 1])
+    };
+    (@arms $sel:tt $kernel:ident $args:tt [$($r:literal)*]) => {
+        match $sel {
+            $(($r, 2) => $kernel::<$r, 2> $args,)*
+            $(($r, _) => $kernel::<$r, 1> $args,)*
+            _ => unreachable!("a tile has 1 to 8 rows"),
+        }
+    };
+}
+pub(super) use with_shape;
+
 /// Weight storage of one linear layer.
 enum Weights {
     /// `[n / PANEL][k][PANEL]`: for each panel of 16 output columns, the k inputs in order.
@@ -209,61 +300,30 @@ impl Linear {
     ) {
         let (n, k) = (self.n, self.k);
         let residual = epilogue.residual();
-        let row_chunks = rows.div_ceil(ROW_CHUNK);
-        let col_chunks = n.div_ceil(COL_CHUNK);
-        let out_ptr = SyncPtr(out.as_mut_ptr());
         let kernels = self.kernels;
-        for_each_task(row_chunks * col_chunks, |task| {
-            let (rc, cc) = (task / col_chunks, task % col_chunks);
-            let r_end = ((rc + 1) * ROW_CHUNK).min(rows);
-            let c_end = ((cc + 1) * COL_CHUNK).min(n);
-            // Inputs in blocks of KC: the weights of a block stay in L1 across row blocks.
-            for k0 in (0..k).step_by(KC) {
-                let mut r = rc * ROW_CHUNK;
-                while r < r_end {
-                    let mr = (r_end - r).min(MR);
-                    let mut p = cc * COL_CHUNK / PANEL;
-                    while p * PANEL < c_end {
-                        let np = if (p + 2) * PANEL <= c_end { 2 } else { 1 };
-                        let block = Block {
-                            a: &x[r * k..],
-                            k,
-                            k0,
-                            kc: KC.min(k - k0),
-                            panel: &packed[p * k * PANEL..(p + np) * k * PANEL],
-                            panels: np,
-                            bias: &self.bias[p * PANEL..(p + np) * PANEL],
-                            residual: residual.map(|res| &res[r * n + p * PANEL..]),
-                            n,
-                            rows: mr,
-                        };
-                        // SAFETY: tasks write disjoint (row, column) blocks of `out`, which
-                        // outlives `for_each_task`; `block` stays inside its rows and panels.
-                        unsafe {
-                            let c = out_ptr.get().add(r * n + p * PANEL);
-                            match kernels {
-                                #[cfg(target_arch = "x86_64")]
-                                Kernels::Avx512 { .. } => avx512::block(&block, c),
-                                _ => portable_block(&block, c),
-                            }
-                        }
-                        p += np;
-                    }
-                    r += mr;
+        for_each_tile(rows, n, k, KC, kernels, epilogue, out, |t, c| {
+            let (r, p, np) = (t.r, t.p, t.panels);
+            let block = Block {
+                a: &x[r * k..],
+                k,
+                k0: t.k0,
+                kc: t.kc,
+                panel: &packed[p * k * PANEL..(p + np) * k * PANEL],
+                panels: np,
+                bias: &self.bias[p * PANEL..(p + np) * PANEL],
+                residual: residual.map(|res| &res[r * n + p * PANEL..]),
+                n,
+                rows: t.rows,
+            };
+            // SAFETY: `c` is this tile's place in `out` (see `for_each_tile`); `block`
+            // stays inside its rows and panels.
+            unsafe {
+                match kernels {
+                    #[cfg(target_arch = "x86_64")]
+                    Kernels::Avx512 { .. } => avx512::block(&block, c),
+                    _ => portable_block(&block, c),
                 }
             }
-            // SAFETY: this task's block, written above.
-            unsafe {
-                let first = rc * ROW_CHUNK;
-                finish_block(
-                    kernels,
-                    epilogue,
-                    out_ptr,
-                    n,
-                    first..r_end,
-                    cc * COL_CHUNK..c_end,
-                )
-            };
         });
     }
 }
@@ -353,22 +413,13 @@ unsafe fn portable_block(b: &Block, c: *mut f32) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Block, MR, PANEL};
+    use super::{Block, PANEL};
     use std::arch::x86_64::*;
 
     /// # Safety
     /// The CPU must have AVX-512F; `c` as in [`super::portable_block`].
     pub unsafe fn block(b: &Block, c: *mut f32) {
-        macro_rules! go {
-            ($($r:literal)*) => {
-                match (b.rows, b.panels) {
-                    $(($r, 2) => kernel::<$r, 2>(b, c),)*
-                    $(($r, _) => kernel::<$r, 1>(b, c),)*
-                    _ => unreachable!("at most {MR} rows"),
-                }
-            };
-        }
-        go!(8 7 6 5 4 3 2 1)
+        with_shape!(b.rows, b.panels, kernel(b, c))
     }
 
     #[target_feature(enable = "avx512f")]

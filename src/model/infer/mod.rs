@@ -300,22 +300,14 @@ mod tests {
     use candle_transformers::models::bert::BertModel;
     use rand::{Rng, SeedableRng};
 
-    fn cosine(a: &[f32], b: &[f32]) -> f32 {
-        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-        let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-        dot / (na * nb)
-    }
-
-    /// The engine (every kernel set this CPU has, fp32 and int8) against candle's BertModel
-    /// on a tiny random BERT, sequence by sequence, in one unpadded batch.
-    #[test]
-    fn engine_matches_candle_bert() {
+    /// A tiny random BERT written to a temporary directory, its config and weights.
+    fn tiny(seed: u64) -> (tempfile::TempDir, Config, VarBuilder<'static>) {
         let dir = tempfile::tempdir().unwrap();
-        crate::model::tiny::write_tiny_bert(dir.path(), 7).unwrap();
+        crate::model::tiny::write_tiny_bert(dir.path(), seed).unwrap();
         let config: Config =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
                 .unwrap();
+        // SAFETY: the file is written above and not modified while mapped.
         let vb = unsafe {
             VarBuilder::from_mmaped_safetensors(
                 &[dir.path().join("model.safetensors")],
@@ -324,6 +316,21 @@ mod tests {
             )
             .unwrap()
         };
+        (dir, config, vb)
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (na * nb)
+    }
+
+    /// The engine (every kernel set this CPU has; fp32, bf16 and int8) against candle's BertModel
+    /// on a tiny random BERT, sequence by sequence, in one unpadded batch.
+    #[test]
+    fn engine_matches_candle_bert() {
+        let (_dir, config, vb) = tiny(7);
         let reference = BertModel::load(vb.clone(), &config).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let seqs: Vec<Vec<u32>> = [1usize, 3, 9, 17, 40]
@@ -383,19 +390,7 @@ mod tests {
 
     #[test]
     fn empty_and_overlong_sequences_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::model::tiny::write_tiny_bert(dir.path(), 1).unwrap();
-        let config: Config =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap())
-                .unwrap();
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                &[dir.path().join("model.safetensors")],
-                DType::F32,
-                &Device::Cpu,
-            )
-            .unwrap()
-        };
+        let (_dir, config, vb) = tiny(1);
         let engine = InferenceBert::load(&vb, &config, Kernels::detect(), Precision::F32).unwrap();
         assert!(engine.forward(&[&[]]).is_err());
         let long = vec![5u32; config.max_position_embeddings + 1];
