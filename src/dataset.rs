@@ -58,7 +58,6 @@ pub fn parse_jsonl(content: &str) -> Result<Vec<Labeled>> {
     Ok(rows)
 }
 
-/// All `*.jsonl` files of a path (a file, or a directory read non-recursively, sorted).
 /// Read a JSONL file of any row type; blank lines skipped, errors name the file and line.
 pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text =
@@ -76,6 +75,7 @@ pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> 
     Ok(rows)
 }
 
+/// All `*.jsonl` files of a path (a file, or a directory read non-recursively, sorted).
 pub fn jsonl_files(path: &Path) -> Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);

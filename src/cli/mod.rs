@@ -44,7 +44,7 @@ pub struct ModelArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, env = "TRIAGE_DEVICE", default_value = "cpu")]
     pub device: String,
-    /// Encoder forward: auto, f32, int8 or candle (see `triage serve --help`).
+    /// Encoder forward: auto, f32, int8, bf16 or candle (see `triage serve --help`).
     #[arg(long, env = "TRIAGE_ENGINE", default_value = "auto")]
     pub engine: crate::model::EngineKind,
     /// Texts per encoder batch.

@@ -38,8 +38,9 @@ pub struct ServeArgs {
     /// cpu, cuda or cuda:N [default: cpu].
     #[arg(long, env = "TRIAGE_DEVICE")]
     pub device: Option<String>,
-    /// Encoder forward: auto (the CPU inference engine in fp32; candle on GPU), f32, int8
-    /// (VNNI int8 weights and activations, fp32 where the CPU lacks VNNI) or candle (the
+    /// Encoder forward: auto (the CPU inference engine in fp32 where the CPU has AVX-512;
+    /// candle on a GPU, an older CPU or a model the engine cannot run), f32, int8 (VNNI int8
+    /// weights and activations; faster, not exact), bf16 (AVX-512 BF16), or candle (the
     /// reference) [default: auto].
     #[arg(long, env = "TRIAGE_ENGINE")]
     pub engine: Option<String>,

@@ -99,12 +99,13 @@ impl Encoder {
             ),
         };
         let mismatch = || format!("{} does not match its config.json", weights.display());
+        let kernels = Kernels::detect();
         let use_candle = match (engine, device) {
             (EngineKind::Candle, _) => true,
             // Without AVX-512 the engine's portable kernels lose to candle's gemm (AVX2):
             // auto keeps candle there, on GPUs, and for models the engine cannot run.
             (EngineKind::Auto, Device::Cpu) => {
-                Kernels::detect() == Kernels::Portable || InferenceBert::supports(&config).is_err()
+                kernels == Kernels::Portable || InferenceBert::supports(&config).is_err()
             }
             (EngineKind::Auto, _) => true,
             (_, Device::Cpu) => false,
@@ -117,8 +118,7 @@ impl Encoder {
         } else {
             let precision = engine.precision().unwrap_or(Precision::F32);
             Forward::Engine(
-                InferenceBert::load(&vb, &config, Kernels::detect(), precision)
-                    .with_context(mismatch)?,
+                InferenceBert::load(&vb, &config, kernels, precision).with_context(mismatch)?,
             )
         };
         let pooler = ["bert.pooler.dense", "pooler.dense"]

@@ -134,7 +134,6 @@ impl Rows {
         })
     }
 
-    /// The `k` best entries by their best row.
     /// The `k` best entries with their best similarity (rows come best first, so an
     /// entry's first row is its best).
     fn best_entries(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {

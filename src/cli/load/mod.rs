@@ -179,13 +179,17 @@ async fn client_loop(
 ) {
     let mut conn = Conn::new(a.addr);
     let mut n = 0u64;
-    // With --rate: this client's sends are `interval` apart, clients evenly staggered.
-    let interval = (a.rate > 0.0).then(|| Duration::from_secs_f64(a.concurrency as f64 / a.rate));
-    let mut next = interval.map(|i| Instant::now() + i.mul_f64(w as f64 / a.concurrency as f64));
+    // With --rate: (next send, interval); this client's sends are `interval` apart, the
+    // clients evenly staggered.
+    let mut schedule = (a.rate > 0.0).then(|| {
+        let interval = Duration::from_secs_f64(a.concurrency as f64 / a.rate);
+        let first = Instant::now() + interval.mul_f64(w as f64 / a.concurrency as f64);
+        (first, interval)
+    });
     while Instant::now() < end && sent.fetch_add(1, Ordering::Relaxed) < a.max_requests {
-        if let (Some(at), Some(i)) = (next.as_mut(), interval) {
+        if let Some((at, interval)) = schedule.as_mut() {
             tokio::time::sleep_until((*at).into()).await;
-            *at += i;
+            *at += *interval;
             if Instant::now() >= end {
                 break;
             }

@@ -3,7 +3,7 @@
 //! by `vdpbf16ps` (twice the multiply-adds of fp32 FMA per instruction, half the weight
 //! bytes). Accumulation stays fp32, so the error is the rounding of the inputs only.
 
-use super::linear::{for_each_tile, packed_index, Epilogue, Kernels, PANEL};
+use super::linear::{for_each_tile, packed_index, Block, Epilogue, Kernels, PANEL};
 
 /// Round an f32 to the nearest bfloat16 (ties to even), as its 16 bits.
 #[inline(always)]
@@ -50,51 +50,32 @@ impl Bf16Weights {
         let residual = epilogue.residual();
         let xb: Vec<u16> = x[..rows * k].iter().map(|&v| to_bf16(v)).collect();
         for_each_tile(rows, n, k, k, kernels, epilogue, out, |t, c| {
-            let (r, c0, np) = (t.r, t.p * PANEL, t.panels);
-            let block = Block {
-                a: &xb[r * k..],
-                k,
-                panel: &self.packed[c0 * k..(c0 + np * PANEL) * k],
-                bias: &bias[c0..],
-                residual: residual.map(|res| &res[r * n + c0..]),
-                n,
-                rows: t.rows,
-            };
+            let block = Block::of(t, (n, k), &xb, &self.packed, bias, residual);
             // SAFETY: Bf16Weights exist only where the CPU has AVX-512 BF16 (see
             // `Linear::new`); `c` is this tile's place in `out`.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                kernel::block(&block, c, np)
+                kernel::block(&block, c)
             };
         });
     }
 }
 
-struct Block<'a> {
-    a: &'a [u16],
-    k: usize,
-    panel: &'a [u16],
-    bias: &'a [f32],
-    residual: Option<&'a [f32]>,
-    n: usize,
-    rows: usize,
-}
-
 #[cfg(target_arch = "x86_64")]
 mod kernel {
-    use super::super::linear::with_shape;
-    use super::{Block, PANEL};
+    use super::super::linear::{with_shape, Block};
+    use super::PANEL;
     use std::arch::x86_64::*;
 
     /// # Safety
     /// The CPU must have AVX-512F and BF16; `c` must point at `b.rows` rows of stride `b.n`
-    /// with `np * 16` writable columns.
-    pub unsafe fn block(b: &Block, c: *mut f32, np: usize) {
-        with_shape!(b.rows, np, kernel(b, c))
+    /// with `b.panels * 16` writable columns.
+    pub unsafe fn block(b: &Block<u16, u16>, c: *mut f32) {
+        with_shape!(b.rows, b.panels, kernel(b, c))
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn kernel<const R: usize, const NP: usize>(b: &Block, c: *mut f32) {
+    unsafe fn kernel<const R: usize, const NP: usize>(b: &Block<u16, u16>, c: *mut f32) {
         let mut acc = [[_mm512_setzero_ps(); NP]; R];
         let a = b.a.as_ptr();
         let w = b.panel.as_ptr();

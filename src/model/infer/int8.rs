@@ -5,7 +5,7 @@
 //!
 //! `y[j] = s_x s_w[j] (sum_k q_x[k] q_w[j,k] - z_x sum_k q_w[j,k]) + b[j]`.
 
-use super::linear::{for_each_tile, packed_index, Epilogue, Kernels, PANEL};
+use super::linear::{for_each_tile, packed_index, Block, Epilogue, Kernels, PANEL};
 use super::ops::quantize_rows;
 
 /// Quantised, packed weights of one layer.
@@ -70,57 +70,46 @@ impl Int8Weights {
             .map(|(scale, zero)| RowQuant { scale, zero })
             .collect();
         for_each_tile(rows, n, k, k, kernels, epilogue, out, |t, c| {
-            let (r, c0, np) = (t.r, t.p * PANEL, t.panels);
-            let block = Block {
-                a: &q[r * k..],
-                quants: &quants[r..r + t.rows],
-                k,
-                panel: &self.packed[c0 * k..(c0 + np * PANEL) * k],
-                scale: &self.scale[c0..],
+            let block = Block::of(t, (n, k), &q, &self.packed, bias, residual);
+            let c0 = t.p * PANEL;
+            let scales = Scales {
+                rows: &quants[t.r..t.r + t.rows],
+                columns: &self.scale[c0..],
                 colsum: &self.colsum[c0..],
-                bias: &bias[c0..],
-                residual: residual.map(|res| &res[r * n + c0..]),
-                n,
-                rows: t.rows,
             };
             // SAFETY: Int8Weights exist only where the CPU has AVX-512 VNNI (see
             // `Linear::new`); `c` is this tile's place in `out`.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                vnni::block(&block, c, np)
+                vnni::block(&block, &scales, c)
             };
         });
     }
 }
 
-struct Block<'a> {
-    a: &'a [u8],
-    quants: &'a [RowQuant],
-    k: usize,
-    panel: &'a [i8],
-    scale: &'a [f32],
+/// What turns a tile's integer sums back into f32: its rows' quantisation, its columns'
+/// weight scales and sums.
+struct Scales<'a> {
+    rows: &'a [RowQuant],
+    columns: &'a [f32],
     colsum: &'a [i32],
-    bias: &'a [f32],
-    residual: Option<&'a [f32]>,
-    n: usize,
-    rows: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::super::linear::with_shape;
-    use super::{Block, PANEL};
+    use super::super::linear::{with_shape, Block};
+    use super::{Scales, PANEL};
     use std::arch::x86_64::*;
 
     /// # Safety
     /// The CPU must have AVX-512F, BW and VNNI; `c` must point at `b.rows` rows of stride
-    /// `b.n` with `np * 16` writable columns.
-    pub unsafe fn block(b: &Block, c: *mut f32, np: usize) {
-        with_shape!(b.rows, np, kernel(b, c))
+    /// `b.n` with `b.panels * 16` writable columns.
+    pub unsafe fn block(b: &Block<u8, i8>, s: &Scales, c: *mut f32) {
+        with_shape!(b.rows, b.panels, kernel(b, s, c))
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn kernel<const R: usize, const NP: usize>(b: &Block, c: *mut f32) {
+    unsafe fn kernel<const R: usize, const NP: usize>(b: &Block<u8, i8>, s: &Scales, c: *mut f32) {
         let mut acc = [[_mm512_setzero_si512(); NP]; R];
         let a = b.a.as_ptr();
         let w = b.panel.as_ptr();
@@ -140,17 +129,17 @@ mod vnni {
         }
         for p in 0..NP {
             let off = p * PANEL;
-            let scale = _mm512_loadu_ps(b.scale.as_ptr().add(off));
-            let colsum = _mm512_loadu_si512(b.colsum.as_ptr().add(off) as *const _);
+            let scale = _mm512_loadu_ps(s.columns.as_ptr().add(off));
+            let colsum = _mm512_loadu_si512(s.colsum.as_ptr().add(off) as *const _);
             let bias = _mm512_loadu_ps(b.bias.as_ptr().add(off));
             for (r, acc) in acc.iter().enumerate() {
-                let rq = &b.quants[r];
+                let rq = &s.rows[r];
                 let corrected = _mm512_sub_epi32(
                     acc[p],
                     _mm512_mullo_epi32(colsum, _mm512_set1_epi32(rq.zero)),
                 );
-                let s = _mm512_mul_ps(scale, _mm512_set1_ps(rq.scale));
-                let mut v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), s, bias);
+                let sv = _mm512_mul_ps(scale, _mm512_set1_ps(rq.scale));
+                let mut v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), sv, bias);
                 if let Some(res) = b.residual {
                     v = _mm512_add_ps(v, _mm512_loadu_ps(res.as_ptr().add(r * b.n + off)));
                 }

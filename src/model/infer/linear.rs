@@ -109,7 +109,7 @@ impl<'a> Epilogue<'a> {
 /// # Safety
 /// `out` must point at the layer output (row stride `n`), the block `rows x cols` owned by
 /// the calling task.
-pub unsafe fn finish_block(
+unsafe fn finish_block(
     kernels: Kernels,
     epilogue: Epilogue,
     out: SyncPtr<f32>,
@@ -218,7 +218,7 @@ pub(super) use with_shape;
 
 /// Weight storage of one linear layer.
 enum Weights {
-    /// `[n / PANEL][k][PANEL]`: for each panel of 16 output columns, the k inputs in order.
+    /// Laid out by [`packed_index`] with inputs one by one.
     F32(Vec<f32>),
     Bf16(Bf16Weights),
     Int8(Int8Weights),
@@ -302,19 +302,7 @@ impl Linear {
         let residual = epilogue.residual();
         let kernels = self.kernels;
         for_each_tile(rows, n, k, KC, kernels, epilogue, out, |t, c| {
-            let (r, p, np) = (t.r, t.p, t.panels);
-            let block = Block {
-                a: &x[r * k..],
-                k,
-                k0: t.k0,
-                kc: t.kc,
-                panel: &packed[p * k * PANEL..(p + np) * k * PANEL],
-                panels: np,
-                bias: &self.bias[p * PANEL..(p + np) * PANEL],
-                residual: residual.map(|res| &res[r * n + p * PANEL..]),
-                n,
-                rows: t.rows,
-            };
+            let block = Block::of(t, (n, k), x, packed, &self.bias, residual);
             // SAFETY: `c` is this tile's place in `out` (see `for_each_tile`); `block`
             // stays inside its rows and panels.
             unsafe {
@@ -351,33 +339,61 @@ fn pack_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
     packed
 }
 
-/// One kernel call: up to [`MR`] rows of activations times one or two panels of 16 columns.
+/// One kernel call's operands, whatever the number format (activations `A`, packed
+/// weights `W`): up to [`MR`] rows of activations times one or two panels of 16 columns.
 #[derive(Clone, Copy)]
-struct Block<'a> {
+pub struct Block<'a, A, W> {
     /// Activations from the first row (row stride `k`).
-    a: &'a [f32],
-    k: usize,
+    pub a: &'a [A],
+    pub k: usize,
     /// The inputs this call sums over: `k0..k0 + kc`. The first block starts the sums, the
     /// others add to what the output holds; the last adds bias and residual.
-    k0: usize,
-    kc: usize,
-    /// `[k][panels * PANEL]` packed weights.
-    panel: &'a [f32],
+    pub k0: usize,
+    pub kc: usize,
+    /// The tile's packed weights (see [`packed_index`]).
+    pub panel: &'a [W],
     /// 1 or 2 panels of 16 columns.
-    panels: usize,
-    bias: &'a [f32],
-    /// Residual from the first row, first column (row stride `n`).
-    residual: Option<&'a [f32]>,
+    pub panels: usize,
+    /// The tile's bias, and residual from its first row and column (row stride `n`).
+    pub bias: &'a [f32],
+    pub residual: Option<&'a [f32]>,
     /// Row stride of the output and residual.
-    n: usize,
-    rows: usize,
+    pub n: usize,
+    pub rows: usize,
+}
+
+impl<'a, A, W> Block<'a, A, W> {
+    /// The operands of tile `t` of a layer with `n` outputs and `k` inputs: activations
+    /// `a` (`[rows, k]`), weights `packed` (`[n, k]` packed), `bias`, optional residual.
+    pub fn of(
+        t: Tile,
+        (n, k): (usize, usize),
+        a: &'a [A],
+        packed: &'a [W],
+        bias: &'a [f32],
+        residual: Option<&'a [f32]>,
+    ) -> Self {
+        let (c0, c1) = (t.p * PANEL, (t.p + t.panels) * PANEL);
+        Block {
+            a: &a[t.r * k..],
+            k,
+            k0: t.k0,
+            kc: t.kc,
+            panel: &packed[c0 * k..c1 * k],
+            panels: t.panels,
+            bias: &bias[c0..c1],
+            residual: residual.map(|res| &res[t.r * n + c0..]),
+            n,
+            rows: t.rows,
+        }
+    }
 }
 
 /// Portable kernel: the compiler vectorises the 16-wide inner loops.
 ///
 /// # Safety
 /// `c` must point at `rows` rows of stride `n` with `panels * 16` writable columns each.
-unsafe fn portable_block(b: &Block, c: *mut f32) {
+unsafe fn portable_block(b: &Block<f32, f32>, c: *mut f32) {
     let width = b.panels * PANEL;
     let mut acc = [[0f32; 2 * PANEL]; MR];
     if b.k0 > 0 {
@@ -418,12 +434,12 @@ mod avx512 {
 
     /// # Safety
     /// The CPU must have AVX-512F; `c` as in [`super::portable_block`].
-    pub unsafe fn block(b: &Block, c: *mut f32) {
+    pub unsafe fn block(b: &Block<f32, f32>, c: *mut f32) {
         with_shape!(b.rows, b.panels, kernel(b, c))
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const R: usize, const NP: usize>(b: &Block, c: *mut f32) {
+    unsafe fn kernel<const R: usize, const NP: usize>(b: &Block<f32, f32>, c: *mut f32) {
         let mut acc = [[_mm512_setzero_ps(); NP]; R];
         if b.k0 > 0 {
             for (r, acc) in acc.iter_mut().enumerate() {

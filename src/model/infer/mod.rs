@@ -1,9 +1,10 @@
 //! The CPU inference engine: a BERT forward written for serving rather than training.
 //! Sequences are not padded (every linear layer runs on the batch's real tokens only, and
 //! attention runs per sequence and head), weights are packed once at load time (query, key
-//! and value fused into one matrix), residual adds and GELU are fused into the linear layers, and
-//! work is split over the cores. fp32 or int8 weights (VNNI). candle's `BertModel` stays the
-//! reference path (`--engine candle`, and the CUDA path); tests hold the two together.
+//! and value fused into one matrix), residual adds and GELU are fused into the linear
+//! layers, and work is split over the cores. fp32, bf16 (AVX-512 BF16) or int8 (VNNI)
+//! weights. candle's `BertModel` stays the reference path (`--engine candle`, and the GPU
+//! path); tests hold the two together.
 
 pub mod bf16;
 pub mod int8;
@@ -231,7 +232,7 @@ impl InferenceBert {
         })
     }
 
-    /// Which kernels run, and whether the linear layers are int8.
+    /// The linear layers' precision and the kernels that run, e.g. `f32 avx512+vnni`.
     pub fn describe(&self) -> String {
         let precision = self
             .layers

@@ -32,22 +32,10 @@ pub fn layer_norm(k: Kernels, x: &mut [f32], width: usize, w: &[f32], b: &[f32],
     multiversion!(k, layer_norm(x, width, w, b, eps))
 }
 
-/// Exact (erf) GELU of every element, in place.
+/// Exact (erf) GELU of every element, in place (called on one tile's output at a time by
+/// the linear layers' epilogue, so the caller's thread does it).
 pub fn gelu(k: Kernels, x: &mut [f32]) {
-    if x.len() >= 1 << 14 {
-        let chunk = 1 << 13;
-        let ptr = SyncPtr(x.as_mut_ptr());
-        let len = x.len();
-        for_each_task(len.div_ceil(chunk), |t| {
-            let start = t * chunk;
-            let end = (start + chunk).min(len);
-            // SAFETY: tasks own disjoint chunks of `x`, which outlives this call.
-            let part = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(start), end - start) };
-            multiversion!(k, gelu(part))
-        });
-    } else {
-        multiversion!(k, gelu(x))
-    }
+    multiversion!(k, gelu(x))
 }
 
 /// Quantise each `width`-wide row of `x` to unsigned 8 bits in `q` (asymmetric, per row):
