@@ -155,6 +155,7 @@ fn bench_ranker(c: &mut Criterion) {
             intent: 0.7,
             null_bias: 12.0,
             null_unserved: 1.2,
+            null_intents: Default::default(),
         };
         let r = Retriever::build(entries, fake, RetrievalConfig::default(), ranker).unwrap();
         g.bench_with_input(BenchmarkId::from_parameter(n), &r, |b, r| {

@@ -73,7 +73,7 @@ fn build_retriever(model: &Model, s: &Sources) -> Result<Retriever> {
     let entries = read_kb(&s.faq)?;
     let ranker = s
         .retrieval
-        .ranker(model.heads_meta.as_ref().and_then(|m| m.retrieval));
+        .ranker(model.heads_meta.as_ref().and_then(|m| m.retrieval.clone()));
     Retriever::build(
         entries,
         embedder(&model.encoder, 32),

@@ -177,7 +177,7 @@ fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
     let ranker = model
         .heads_meta
         .as_ref()
-        .and_then(|m| m.retrieval)
+        .and_then(|m| m.retrieval.clone())
         .expect("the shipped heads carry a fitted FAQ ranker");
     let queries =
         read_queries(&common::repo().join("training-data/faq/paraphrase-queries.jsonl")).unwrap();
@@ -185,13 +185,13 @@ fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
     let predictions = predict_queries(&model, &queries, 32).unwrap();
     // (KB languages, min top-1, min top-3, min top-1 per language, min no-answer recall)
     for (languages, top1, top3, per_lang, null_recall) in [
-        (vec![], 0.90, 0.97, 0.80, 0.65),
+        (vec![], 0.90, 0.97, 0.80, 0.75),
         (
             vec!["en".to_string(), "zh".into(), "es".into()],
             0.88,
             0.97,
-            0.75,
-            0.65,
+            0.80,
+            0.80,
         ),
     ] {
         let mut kb = read_kb(&common::repo().join("models/faq/default-kb.jsonl")).unwrap();
@@ -200,10 +200,10 @@ fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
             kb,
             embedder(&model.encoder, 32),
             RetrievalConfig::default(),
-            ranker,
+            ranker.clone(),
         )
         .unwrap();
-        let r = faq_eval(&queries, &rank_all(&retriever, &predictions), ranker);
+        let r = faq_eval(&queries, &rank_all(&retriever, &predictions), &ranker);
         let m = &r.overall;
         eprintln!(
             "KB {languages:?}: top-1 {:.3}, top-3 {:.3}, answered {:.3}, no-answer recall {:.3}",

@@ -61,16 +61,16 @@ pub fn run(a: &EvalFaqArgs) -> Result<()> {
         floor: a.floor,
         ..Default::default()
     };
-    let ranker = config.ranker(model.heads_meta.as_ref().and_then(|m| m.retrieval));
+    let ranker = config.ranker(model.heads_meta.as_ref().and_then(|m| m.retrieval.clone()));
     let mut retriever = Retriever::build(
         entries,
         embedder(&model.encoder, a.model.batch_size),
         config,
-        ranker,
+        ranker.clone(),
     )?;
     let predictions = predict_queries(&model, &queries, a.model.batch_size)?;
     let ranked = rank_all(&retriever, &predictions);
-    let report = evaluate(&queries, &ranked, ranker);
+    let report = evaluate(&queries, &ranked, &ranker);
     if a.errors {
         for (q, r) in queries.iter().zip(&ranked) {
             let got = r.answered.then(|| r.ids.first()).flatten();
@@ -97,10 +97,10 @@ pub fn run(a: &EvalFaqArgs) -> Result<()> {
             let shift = i as f32 * ranker.question.abs().max(1.0) * 0.01;
             let r = crate::retrieval::Ranker {
                 null_bias: ranker.null_bias + shift,
-                ..ranker
+                ..ranker.clone()
             };
-            retriever.set_ranker(r)?;
-            let m = evaluate(&queries, &rank_all(&retriever, &predictions), r).overall;
+            retriever.set_ranker(r.clone())?;
+            let m = evaluate(&queries, &rank_all(&retriever, &predictions), &r).overall;
             println!(
                 "{:>+8.2}        {:>6.1}%             {:>6.1}%              {:>6.1}%",
                 shift,

@@ -62,7 +62,7 @@ pub fn run(a: &FitRetrievalArgs) -> Result<()> {
                 entries,
                 embedder(&model.encoder, a.model.batch_size),
                 RetrievalConfig::default(),
-                start,
+                start.clone(),
                 a.with_answers,
             )?,
         ));
@@ -73,11 +73,11 @@ pub fn run(a: &FitRetrievalArgs) -> Result<()> {
     eprintln!("fitted on {n} examples: mean NLL {nll:.4}");
     println!("{}", serde_json::to_string(&ranker)?);
     for (variant, r) in &mut retrievers {
-        r.set_ranker(ranker)?;
+        r.set_ranker(ranker.clone())?;
         println!("held-out queries, KB {variant} (fitted on these: optimistic)");
         print!(
             "{}",
-            render(&evaluate(&queries, &rank_all(r, &predictions), ranker))
+            render(&evaluate(&queries, &rank_all(r, &predictions), &ranker))
         );
     }
     if !a.dry_run {

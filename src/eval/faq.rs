@@ -112,7 +112,7 @@ pub struct FaqReport {
 }
 
 /// Score the outcomes (`ranked[i]` for `queries[i]`).
-pub fn evaluate(queries: &[FaqQuery], ranked: &[Ranked], ranker: Ranker) -> FaqReport {
+pub fn evaluate(queries: &[FaqQuery], ranked: &[Ranked], ranker: &Ranker) -> FaqReport {
     let mut all = Acc::default();
     let mut per: BTreeMap<String, Acc> = BTreeMap::new();
     for (q, r) in queries.iter().zip(ranked) {
@@ -122,7 +122,7 @@ pub fn evaluate(queries: &[FaqQuery], ranked: &[Ranked], ranker: Ranker) -> FaqR
             .add(q.faq_id.as_deref(), r);
     }
     FaqReport {
-        ranker,
+        ranker: ranker.clone(),
         overall: all.metrics(),
         per_language: per.into_iter().map(|(k, v)| (k, v.metrics())).collect(),
     }
@@ -187,8 +187,9 @@ pub fn fit_ranker(
         intent: 0.5,
         null_bias: 34.0,
         null_unserved: 0.5,
+        null_intents: Default::default(),
     };
-    let (ranker, nll) = fit(&examples, start, with_answers);
+    let (ranker, nll) = fit(&examples, &start, with_answers, true);
     (ranker, nll, examples.len())
 }
 
@@ -239,7 +240,7 @@ mod tests {
             r(&["a"], false),
             r(&["b"], true),
         ];
-        let r = evaluate(&queries, &ranked, Ranker::cosine_floor(0.85));
+        let r = evaluate(&queries, &ranked, &Ranker::cosine_floor(0.85));
         assert_eq!(r.overall.top1, 0.5);
         assert_eq!(r.overall.top3, 1.0);
         assert!((r.overall.mrr - 0.75).abs() < 1e-9);

@@ -15,7 +15,7 @@ use anyhow::Result;
 use index::{ExactIndex, VectorIndex};
 pub use kb::{read_kb, restrict_languages, FaqEntry};
 pub use ranking::Ranker;
-use ranking::{log_p, probabilities, Example, Signals};
+use ranking::{log_p, probabilities, Example, NullSignals, Signals};
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -179,7 +179,8 @@ impl Retriever {
         config: RetrievalConfig,
         ranker: Ranker,
     ) -> Result<Self> {
-        Self::build_with(entries, embed, config, ranker, ranker.uses_answers())
+        let with_answers = ranker.uses_answers();
+        Self::build_with(entries, embed, config, ranker, with_answers)
     }
 
     /// As [`Retriever::build`], embedding the answers even when the ranker does not use them
@@ -233,8 +234,8 @@ impl Retriever {
     pub fn entries(&self) -> &[FaqEntry] {
         &self.entries
     }
-    pub fn ranker(&self) -> Ranker {
-        self.ranker
+    pub fn ranker(&self) -> &Ranker {
+        &self.ranker
     }
     /// Replace the ranker; one that uses the answers needs them embedded at build.
     pub fn set_ranker(&mut self, ranker: Ranker) -> Result<()> {
@@ -290,18 +291,24 @@ impl Retriever {
         }
     }
 
-    /// ln P(an intent no entry serves); without an intent distribution, ln(1) = 0.
-    fn unserved_log_p(&self, intents: &[Scored]) -> f32 {
-        if intents.is_empty() {
-            return 0.0;
+    /// What "no answer" is scored on: ln P(an intent no entry serves) (without an intent
+    /// distribution, ln(1) = 0) and the distribution itself.
+    fn null_signals(&self, intents: &[Scored]) -> NullSignals {
+        let unserved_log_p = if intents.is_empty() {
+            0.0
+        } else {
+            log_p(
+                intents
+                    .iter()
+                    .filter(|s| !self.served.contains(&s.label))
+                    .map(|s| s.score)
+                    .sum(),
+            )
+        };
+        NullSignals {
+            unserved_log_p,
+            intents: intents.iter().map(|s| (s.label.clone(), s.score)).collect(),
         }
-        log_p(
-            intents
-                .iter()
-                .filter(|s| !self.served.contains(&s.label))
-                .map(|s| s.score)
-                .sum(),
-        )
     }
 
     /// Rank the candidates for a query vector and the intent head's distribution (empty
@@ -313,7 +320,7 @@ impl Retriever {
             .map(|p| (p.0, self.signal(p, query, intents)))
             .collect();
         let scores: Vec<f32> = pool.iter().map(|(_, s)| self.ranker.score(s)).collect();
-        let null = self.ranker.null_score(self.unserved_log_p(intents));
+        let null = self.ranker.null_score(&self.null_signals(intents));
         let (probs, no_answer) = probabilities(&scores, null);
         let mut candidates: Vec<(usize, f32, f32)> = pool
             .iter()
@@ -357,7 +364,7 @@ impl Retriever {
                 .into_iter()
                 .map(|p| self.signal(p, query, intents))
                 .collect(),
-            unserved_log_p: self.unserved_log_p(intents),
+            null: self.null_signals(intents),
             gold,
         })
     }
@@ -503,6 +510,7 @@ mod tests {
             intent: 2.0,
             null_bias: 5.0,
             null_unserved: 2.0,
+            null_intents: Default::default(),
         };
         let r = Retriever::build(kb, fake_embed, config(), ranker).unwrap();
         // Halfway between both questions: the intent head decides.
@@ -547,7 +555,7 @@ mod tests {
             answer: 1.0,
             ..c.ranker(None)
         };
-        assert!(r.set_ranker(with_answers).is_err());
+        assert!(r.set_ranker(with_answers.clone()).is_err());
         let r = Retriever::build(kb(), fake_embed, c, with_answers).unwrap();
         // "A-en"/"A-zh"/"B-de" embed as passages to (0, -1).
         let ranking = r.rank(&[0.0, -1.0], &[]);
