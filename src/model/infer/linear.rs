@@ -1,9 +1,11 @@
 //! Linear layers for the inference engine: weights packed once at load time into column
 //! panels, `y = x W^T + b (+ residual)` computed by a register-blocked kernel (AVX-512 when
 //! the CPU has it, found at run time; a portable kernel otherwise), split over threads by
-//! blocks of rows and columns. fp32 weights, bf16 on AVX-512 BF16 (see [`super::bf16`]), or
-//! int8 weights with int8 activations on AVX-512 VNNI (see [`super::int8`]).
+//! blocks of rows and columns. fp32 weights, bf16 on AMX tiles (see [`super::amx`]) or
+//! AVX-512 BF16 (see [`super::bf16`]), or int8 weights with int8 activations on AVX-512 VNNI
+//! (see [`super::int8`]).
 
+use super::amx::AmxWeights;
 use super::bf16::Bf16Weights;
 use super::int8::Int8Weights;
 use super::parallel::{for_each_task, SyncPtr};
@@ -22,8 +24,9 @@ const KC: usize = 128;
 /// Which instructions the kernels use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// AVX-512F fp32, with VNNI int8 and BF16 dot products where the CPU has them.
-    Avx512 { vnni: bool, bf16: bool },
+    /// AVX-512F fp32, with VNNI int8 and BF16 dot products where the CPU has them, and AMX
+    /// tiles for bf16 where the CPU has them and the OS lets the process use them.
+    Avx512 { vnni: bool, bf16: bool, amx: bool },
     /// Plain Rust loops the compiler vectorises for the baseline target.
     Portable,
 }
@@ -34,22 +37,47 @@ impl Kernels {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
+                let bf16 = std::arch::is_x86_feature_detected!("avx512bf16");
                 return Kernels::Avx512 {
                     vnni: std::arch::is_x86_feature_detected!("avx512vnni")
                         && std::arch::is_x86_feature_detected!("avx512bw"),
-                    bf16: std::arch::is_x86_feature_detected!("avx512bf16"),
+                    bf16,
+                    amx: bf16 && super::amx::available(),
                 };
             }
         }
         Kernels::Portable
     }
 
+    /// Every kernel set this CPU can run, from the portable one to [`Kernels::detect`]'s
+    /// (AVX-512 without AMX too, where the CPU has AMX), for tests that compare them.
+    pub fn all_available() -> Vec<Self> {
+        let mut sets = vec![Kernels::Portable];
+        if let Kernels::Avx512 { vnni, bf16, amx } = Kernels::detect() {
+            sets.push(Kernels::Avx512 {
+                vnni,
+                bf16,
+                amx: false,
+            });
+            if amx {
+                sets.push(Kernels::detect());
+            }
+        }
+        sets
+    }
+
+    /// Whether bf16 layers run on AMX tiles.
+    pub fn amx(&self) -> bool {
+        matches!(self, Kernels::Avx512 { amx: true, .. })
+    }
+
     pub fn name(&self) -> String {
         match self {
-            Kernels::Avx512 { vnni, bf16 } => format!(
-                "avx512{}{}",
+            Kernels::Avx512 { vnni, bf16, amx } => format!(
+                "avx512{}{}{}",
                 if *vnni { "+vnni" } else { "" },
-                if *bf16 { "+bf16" } else { "" }
+                if *bf16 { "+bf16" } else { "" },
+                if *amx { "+amx" } else { "" }
             ),
             Kernels::Portable => "portable".to_string(),
         }
@@ -109,7 +137,7 @@ impl<'a> Epilogue<'a> {
 /// # Safety
 /// `out` must point at the layer output (row stride `n`), the block `rows x cols` owned by
 /// the calling task.
-unsafe fn finish_block(
+pub(super) unsafe fn finish_block(
     kernels: Kernels,
     epilogue: Epilogue,
     out: SyncPtr<f32>,
@@ -221,6 +249,7 @@ enum Weights {
     /// Laid out by [`packed_index`] with inputs one by one.
     F32(Vec<f32>),
     Bf16(Bf16Weights),
+    Amx(AmxWeights),
     Int8(Int8Weights),
 }
 
@@ -252,6 +281,9 @@ impl Linear {
         );
         let weights = match kernels.precision(wanted) {
             Precision::Int8 if k.is_multiple_of(4) => Weights::Int8(Int8Weights::pack(w, n, k)),
+            Precision::Bf16 if kernels.amx() && AmxWeights::fits(n, k) => {
+                Weights::Amx(AmxWeights::pack(w, n, k))
+            }
             Precision::Bf16 if k.is_multiple_of(2) => Weights::Bf16(Bf16Weights::pack(w, n, k)),
             _ => Weights::F32(pack_f32(w, n, k)),
         };
@@ -271,7 +303,7 @@ impl Linear {
     pub fn precision(&self) -> Precision {
         match self.weights {
             Weights::F32(_) => Precision::F32,
-            Weights::Bf16(_) => Precision::Bf16,
+            Weights::Bf16(_) | Weights::Amx(_) => Precision::Bf16,
             Weights::Int8(_) => Precision::Int8,
         }
     }
@@ -286,6 +318,7 @@ impl Linear {
         match &self.weights {
             Weights::Int8(w) => w.forward(x, rows, &self.bias, out, epilogue, k),
             Weights::Bf16(w) => w.forward(x, rows, &self.bias, out, epilogue, k),
+            Weights::Amx(w) => w.forward(x, rows, &self.bias, out, epilogue, k),
             Weights::F32(packed) => self.forward_f32(packed, x, rows, out, epilogue),
         }
     }
@@ -505,7 +538,14 @@ mod tests {
     #[test]
     fn linear_matches_plain_product() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        for &(rows, n, k) in &[(1usize, 16usize, 8usize), (13, 48, 300), (150, 96, 64)] {
+        let shapes = [
+            (1usize, 16usize, 8usize),
+            (13, 48, 300),
+            (150, 96, 64),
+            (40, 80, 96),
+            (200, 160, 128),
+        ];
+        for &(rows, n, k) in &shapes {
             let w: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-0.5..0.5)).collect();
             let b: Vec<f32> = (0..n).map(|_| rng.gen_range(-0.5..0.5)).collect();
             let x: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
@@ -517,13 +557,12 @@ mod tests {
                     dot + b[j] + res[i]
                 })
                 .collect();
-            let mut sets = vec![Kernels::Portable];
-            if Kernels::detect() != Kernels::Portable {
-                sets.push(Kernels::detect());
-            }
-            for kernels in sets {
+            for kernels in Kernels::all_available() {
                 for wanted in [Precision::F32, Precision::Bf16, Precision::Int8] {
                     let lin = Linear::new(&w, &b, n, k, kernels, wanted);
+                    if kernels.amx() && wanted == Precision::Bf16 && AmxWeights::fits(n, k) {
+                        assert!(matches!(lin.weights, Weights::Amx(_)), "{n}x{k} not on AMX");
+                    }
                     let mut out = vec![0f32; rows * n];
                     lin.forward(&x, rows, &mut out, Epilogue::Residual(&res));
                     let mut activated = vec![0f32; rows * n];

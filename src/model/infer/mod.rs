@@ -6,6 +6,7 @@
 //! weights. candle's `BertModel` stays the reference path (`--engine candle`, and the GPU
 //! path); tests hold the two together.
 
+pub mod amx;
 pub mod bf16;
 pub mod int8;
 pub mod linear;
@@ -355,11 +356,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
-        let mut kernel_sets = vec![Kernels::Portable];
-        if Kernels::detect() != Kernels::Portable {
-            kernel_sets.push(Kernels::detect());
-        }
-        for kernels in kernel_sets {
+        for kernels in Kernels::all_available() {
             for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
                 let engine = InferenceBert::load(&vb, &config, kernels, precision).unwrap();
                 let out = engine.forward(&refs).unwrap();

@@ -113,9 +113,11 @@ macro_rules! kernels {
             let zero = super::round(-min / scale).clamp(0.0, 255.0);
             let inv = 1.0 / scale;
             for (q, v) in q.iter_mut().zip(x) {
-                let t = super::round(v * inv + zero);
+                let t = v * inv + zero;
                 let t = if t < 0.0 { 0.0 } else if t > 255.0 { 255.0 } else { t };
-                *q = t as i32 as u8;
+                // Rounded by adding ROUND_MAGIC, whose low byte is zero: the sum's low byte
+                // is the result (no saturating cast, which would not vectorise).
+                *q = (t + super::ROUND_MAGIC).to_bits() as u8;
             }
             (scale, zero as i32)
         }
@@ -245,22 +247,28 @@ fn sum_sq_dev(a: &[f32], mean: f32) -> f32 {
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = round(x * std::f32::consts::LOG2_E);
+    // Rounded to the nearest integer n by adding 1.5 * 2^23: the sum's low mantissa bits
+    // are then n itself, read as an integer without a (saturating, unvectorisable) cast.
+    let shifted = x * std::f32::consts::LOG2_E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
     // ln 2 in two parts (Cody and Waite) so the reduction stays exact.
     let r = (x - n * 0.693_359_4) + n * 2.121_944_4e-4;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
+    f32::from_bits((n_int.wrapping_add(127) << 23) as u32) * p
 }
 
+/// 1.5 * 2^23: adding it to |x| < 2^22 rounds x to an integer (ties to even).
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
 /// Round to the nearest integer (ties to even) for |x| < 2^22, by adding and removing
-/// 1.5 * 2^23: plain float adds, so loops over it vectorise on any target.
+/// [`ROUND_MAGIC`]: plain float adds, so loops over it vectorise on any target.
 #[inline(always)]
 pub fn round(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (x + MAGIC) - MAGIC
+    (x + ROUND_MAGIC) - ROUND_MAGIC
 }
 
 /// `1 / y` for finite `y >= 1` by three Newton steps from a bit-level first guess (relative
