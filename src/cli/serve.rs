@@ -38,10 +38,10 @@ pub struct ServeArgs {
     /// cpu, cuda or cuda:N [default: cpu].
     #[arg(long, env = "TRIAGE_DEVICE")]
     pub device: Option<String>,
-    /// Encoder forward: auto (the CPU inference engine in fp32 where the CPU has AVX-512;
-    /// candle on a GPU, an older CPU or a model the engine cannot run), f32, int8 (VNNI int8
-    /// weights and activations; faster, not exact), bf16 (AVX-512 BF16), or candle (the
-    /// reference) [default: auto].
+    /// Encoder forward: auto (the CPU inference engine where the CPU has AVX-512: bf16 on
+    /// AMX tiles where it has AMX, else fp32; candle on a GPU, an older CPU or a model the
+    /// engine cannot run), f32, int8 (VNNI int8 weights and activations; not exact), bf16
+    /// (AMX tiles or AVX-512 BF16; fp32 sums), or candle (the reference) [default: auto].
     #[arg(long, env = "TRIAGE_ENGINE")]
     pub engine: Option<String>,
     /// Model cache directory [default: .cache/triage].

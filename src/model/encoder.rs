@@ -116,7 +116,7 @@ impl Encoder {
         let forward = if use_candle {
             Forward::Candle(BertModel::load(vb.clone(), &config).with_context(mismatch)?)
         } else {
-            let precision = engine.precision().unwrap_or(Precision::F32);
+            let precision = engine.precision(kernels).unwrap_or(Precision::F32);
             Forward::Engine(
                 InferenceBert::load(&vb, &config, kernels, precision).with_context(mismatch)?,
             )

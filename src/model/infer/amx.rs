@@ -7,9 +7,11 @@
 //!
 //! Layout: weights packed once into column blocks of 32 (16 for an odd last one), each a
 //! sequence of `k / 32` steps of one or two 1 KB tiles `[16 input pairs][16 columns][2]`;
-//! activations rounded to bf16 per call into rows padded to a multiple of 32. A task owns
-//! blocks of 32 rows x 32 columns: four accumulator tiles (two row halves x two column
-//! halves), two activation tiles and two weight tiles, the eight tile registers.
+//! activations rounded to bf16 per call into the same kind of 1 KB tiles `[16 rows][32
+//! inputs]` (rows padded to a multiple of 32), so every tile load reads one contiguous
+//! kilobyte. A task owns blocks of 32 rows x 32 columns: four accumulator tiles (two row
+//! halves x two column halves), two activation tiles and two weight tiles, the eight tile
+//! registers.
 
 use super::bf16::to_bf16;
 use super::linear::{finish_block, Epilogue, Kernels, PANEL};
@@ -131,10 +133,10 @@ impl AmxWeights {
         assert!(available(), "AMX weights on a CPU without AMX");
         let (n, k) = (self.n, self.k);
         let padded = rows.next_multiple_of(BLOCK_ROWS);
+        let steps = k / STEP;
         ACTIVATIONS.with_borrow_mut(|xb| {
-            xb.clear();
             xb.resize(padded * k, 0);
-            super::bf16::round_into(kernels, &x[..rows * k], &mut xb[..rows * k]);
+            round_to_tiles(&x[..rows * k], rows, k, xb);
             let row_blocks = padded / BLOCK_ROWS;
             let col_blocks = n.div_ceil(BLOCK_COLS);
             let row_tasks = row_blocks.div_ceil(TASK_ROW_BLOCKS);
@@ -156,32 +158,22 @@ impl AmxWeights {
                         let width = (n - cb * BLOCK_COLS).min(BLOCK_COLS);
                         let w = self.packed.as_ptr().add(cb * BLOCK_COLS * k);
                         for rb in rbs.clone() {
+                            // The block's two tiles of 16 rows, step after step.
                             let a = xb.as_ptr().add(rb * BLOCK_ROWS * k);
-                            tiles::block(a, k, w, width == BLOCK_COLS, sums.as_mut_ptr());
+                            let a_low = a.add(16 * k);
+                            let wide = width == BLOCK_COLS;
+                            tiles::block(a, a_low, steps, w, wide, sums.as_mut_ptr());
                             let (r0, c0) = (rb * BLOCK_ROWS, cb * BLOCK_COLS);
-                            for r in 0..BLOCK_ROWS.min(rows.saturating_sub(r0)) {
-                                let dst = std::slice::from_raw_parts_mut(
-                                    out_ptr.get().add((r0 + r) * n + c0),
-                                    width,
-                                );
-                                let src = &sums[r * BLOCK_COLS..r * BLOCK_COLS + width];
-                                let b = &bias[c0..c0 + width];
-                                match residual {
-                                    Some(res) => {
-                                        let res = &res[(r0 + r) * n + c0..][..width];
-                                        for (((d, s), b), x) in
-                                            dst.iter_mut().zip(src).zip(b).zip(res)
-                                        {
-                                            *d = s + b + x;
-                                        }
-                                    }
-                                    None => {
-                                        for ((d, s), b) in dst.iter_mut().zip(src).zip(b) {
-                                            *d = s + b;
-                                        }
-                                    }
-                                }
-                            }
+                            let valid = BLOCK_ROWS.min(rows.saturating_sub(r0));
+                            store_block(
+                                &sums,
+                                valid,
+                                width,
+                                &bias[c0..c0 + width],
+                                residual.map(|res| &res[r0 * n + c0..]),
+                                out_ptr.get().add(r0 * n + c0),
+                                n,
+                            );
                         }
                     }
                     tiles::release();
@@ -200,6 +192,121 @@ impl AmxWeights {
                 }
             });
         });
+    }
+}
+
+/// Round `x` (`[rows, k]`) to bf16 into `out` as tiles: for each 16 rows, for each step of
+/// 32 inputs, `[16 rows][32]`; rows from `rows` up to the next multiple of 32 are zero.
+fn round_to_tiles(x: &[f32], rows: usize, k: usize, out: &mut [u16]) {
+    let steps = k / STEP;
+    let padded = rows.next_multiple_of(BLOCK_ROWS);
+    assert!(x.len() >= rows * k && out.len() >= padded * k);
+    // SAFETY: AMX weights exist only where the CPU has AVX-512 BF16 (`available`); the
+    // loop stays inside the lengths checked above.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        round_to_tiles_avx512(x, rows, steps, out)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    for r in 0..rows {
+        for s in 0..steps {
+            let dst = ((r / 16) * steps + s) * TILE + (r % 16) * STEP;
+            for i in 0..STEP {
+                out[dst + i] = to_bf16(x[r * k + s * STEP + i]);
+            }
+        }
+    }
+    // Whole tiles of padding, then the rest of a partly filled tile of 16 rows.
+    out[rows.next_multiple_of(16) * k..padded * k].fill(0);
+    for r in rows..rows.next_multiple_of(16) {
+        for s in 0..steps {
+            let dst = ((r / 16) * steps + s) * TILE + (r % 16) * STEP;
+            out[dst..dst + STEP].fill(0);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_to_tiles_avx512(x: &[f32], rows: usize, steps: usize, out: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let k = steps * STEP;
+    for r in 0..rows {
+        let src = x.as_ptr().add(r * k);
+        let dst = out
+            .as_mut_ptr()
+            .add((r / 16) * steps * TILE + (r % 16) * STEP);
+        for s in 0..steps {
+            let lo = _mm512_loadu_ps(src.add(s * STEP));
+            let hi = _mm512_loadu_ps(src.add(s * STEP + 16));
+            let b: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(dst.add(s * TILE) as *mut _, b);
+        }
+    }
+}
+
+/// Write one block's sums plus bias (plus residual) to the layer output: `valid` rows of
+/// `width` columns, row stride `n` for the output and the residual.
+///
+/// # Safety
+/// `out` must be writable for `valid` rows of `width` at stride `n`; `residual`, when
+/// given, as long.
+unsafe fn store_block(
+    sums: &[f32; BLOCK_ROWS * BLOCK_COLS],
+    valid: usize,
+    width: usize,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    out: *mut f32,
+    n: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512(
+        sums: &[f32; BLOCK_ROWS * BLOCK_COLS],
+        valid: usize,
+        width: usize,
+        bias: &[f32],
+        residual: Option<&[f32]>,
+        out: *mut f32,
+        n: usize,
+    ) {
+        store_rows(sums, valid, width, bias, residual, out, n)
+    }
+    #[cfg(target_arch = "x86_64")]
+    avx512(sums, valid, width, bias, residual, out, n);
+    #[cfg(not(target_arch = "x86_64"))]
+    store_rows(sums, valid, width, bias, residual, out, n);
+}
+
+/// [`store_block`]'s loops (compiled inside its AVX-512 function).
+#[inline(always)]
+unsafe fn store_rows(
+    sums: &[f32; BLOCK_ROWS * BLOCK_COLS],
+    valid: usize,
+    width: usize,
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    out: *mut f32,
+    n: usize,
+) {
+    let bias = &bias[..width];
+    for r in 0..valid {
+        let dst = std::slice::from_raw_parts_mut(out.add(r * n), width);
+        let src = &sums[r * BLOCK_COLS..r * BLOCK_COLS + width];
+        match residual {
+            Some(res) => {
+                let res = &res[r * n..r * n + width];
+                for (((d, s), b), x) in dst.iter_mut().zip(src).zip(bias).zip(res) {
+                    *d = s + b + x;
+                }
+            }
+            None => {
+                for ((d, s), b) in dst.iter_mut().zip(src).zip(bias) {
+                    *d = s + b;
+                }
+            }
+        }
     }
 }
 
@@ -246,16 +353,23 @@ mod tiles {
         asm!("tilerelease", options(nostack, nomem));
     }
 
-    /// `sums[32][32] = a[32 rows, k] * W` for one column block: `a` bf16 rows of stride
-    /// `k`, `w` the block's packed steps (two tiles per step when `wide`, else one and
-    /// columns 16..32 of `sums` are left as they were).
+    /// `sums[32][32] = A * W` for one block of 32 rows and one column block: `a_high` and
+    /// `a_low` the activation tiles of rows 0..16 and 16..32 (one per step, 1 KB apart),
+    /// `w` the block's packed steps (two tiles per step when `wide`, else one and columns
+    /// 16..32 of `sums` are left as they were).
     ///
     /// # Safety
-    /// Tiles configured by [`configure`]; `a` readable for 32 rows of `k`; `w` for `k / 32`
-    /// steps.
-    pub unsafe fn block(a: *const u16, k: usize, w: *const u16, wide: bool, sums: *mut f32) {
-        let a_stride = k * 2;
-        let a_low = a.add(16 * k);
+    /// Tiles configured by [`configure`]; `a_high`, `a_low` readable for `steps` tiles; `w`
+    /// for `steps` steps.
+    pub unsafe fn block(
+        a_high: *const u16,
+        a_low: *const u16,
+        steps: usize,
+        w: *const u16,
+        wide: bool,
+        sums: *mut f32,
+    ) {
+        let a_stride = 64usize;
         let out_stride = super::BLOCK_COLS * 4;
         asm!(
             "tilezero tmm0",
@@ -264,11 +378,10 @@ mod tiles {
             "tilezero tmm3",
             options(nostack, nomem)
         );
-        let steps = k / super::STEP;
         let step_elems = if wide { 2 * super::TILE } else { super::TILE };
         for s in 0..steps {
-            let a_hi = a.add(s * super::STEP);
-            let a_lo = a_low.add(s * super::STEP);
+            let a_hi = a_high.add(s * super::TILE);
+            let a_lo = a_low.add(s * super::TILE);
             let w0 = w.add(s * step_elems);
             asm!(
                 "tileloadd tmm4, [{a0} + {st}*1]",
@@ -322,7 +435,14 @@ mod tiles {
         unreachable!("AMX is x86_64 only")
     }
     pub unsafe fn release() {}
-    pub unsafe fn block(_: *const u16, _: usize, _: *const u16, _: bool, _: *mut f32) {
+    pub unsafe fn block(
+        _: *const u16,
+        _: *const u16,
+        _: usize,
+        _: *const u16,
+        _: bool,
+        _: *mut f32,
+    ) {
         unreachable!("AMX is x86_64 only")
     }
 }

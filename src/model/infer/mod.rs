@@ -23,8 +23,9 @@ pub use linear::{Kernels, Precision};
 /// Which forward runs the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EngineKind {
-    /// The inference engine in fp32 on CPUs with AVX-512, candle elsewhere (GPUs, and CPUs
-    /// where only the portable kernels would run).
+    /// The inference engine on CPUs with AVX-512: bf16 on AMX tiles where the CPU has them
+    /// (measured to agree with fp32: see the README), fp32 otherwise; candle elsewhere
+    /// (GPUs, and CPUs where only the portable kernels would run).
     #[default]
     Auto,
     /// candle's `BertModel` (the reference).
@@ -32,7 +33,7 @@ pub enum EngineKind {
     /// The inference engine, fp32 weights.
     F32,
     /// The inference engine, bf16 weights and inputs with fp32 sums, where the CPU has
-    /// AVX-512 BF16 (fp32 elsewhere).
+    /// AVX-512 BF16 (on AMX tiles where it has those; fp32 elsewhere).
     Bf16,
     /// The inference engine, int8 weights and activations where the CPU has VNNI (fp32
     /// elsewhere).
@@ -40,10 +41,12 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
-    /// The precision of the inference engine's linear layers (None: candle runs).
-    pub fn precision(&self) -> Option<Precision> {
+    /// The precision of the inference engine's linear layers on `kernels` (None: candle
+    /// runs).
+    pub fn precision(&self, kernels: Kernels) -> Option<Precision> {
         match self {
             EngineKind::Candle => None,
+            EngineKind::Auto if kernels.amx() => Some(Precision::Bf16),
             EngineKind::Auto | EngineKind::F32 => Some(Precision::F32),
             EngineKind::Bf16 => Some(Precision::Bf16),
             EngineKind::Int8 => Some(Precision::Int8),

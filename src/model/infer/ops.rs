@@ -68,9 +68,17 @@ pub fn attention(k: Kernels, qkv: &[f32], starts: &[usize], heads: usize, out: &
     for_each_task(seqs * heads, |t| {
         let (s, h) = (t / heads, t % heads);
         let (from, to) = (starts[s], starts[s + 1]);
-        // SAFETY: each task writes the columns of its head in the rows of its sequence.
-        multiversion!(k, attend(qkv, from, to, h, heads, hidden, ptr))
+        ATTENTION_SCRATCH.with_borrow_mut(|scratch| {
+            // SAFETY: each task writes the columns of its head in the rows of its sequence.
+            multiversion!(k, attend(qkv, from, to, h, heads, hidden, ptr, scratch))
+        })
     });
+}
+
+thread_local! {
+    /// Per thread: transposed keys and one row of scores, kept between tasks.
+    static ATTENTION_SCRATCH: std::cell::RefCell<Vec<f32>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 macro_rules! kernels {
@@ -140,6 +148,7 @@ macro_rules! kernels {
             heads: usize,
             hidden: usize,
             out: super::SyncPtr<f32>,
+            scratch: &mut Vec<f32>,
         ) {
             const W: usize = 16;
             let d = hidden / heads;
@@ -149,14 +158,17 @@ macro_rules! kernels {
             // Keys transposed to `[d][len rounded up to W]`, zero padded: sixteen scores at a
             // time stay in one register while the head dimension is summed.
             let padded = len.div_ceil(W) * W;
-            let mut keys_t = vec![0f32; d * padded];
+            scratch.resize(d * padded + padded, 0.0);
+            let (keys_t, scores) = scratch.split_at_mut(d * padded);
+            for dd in 0..d {
+                keys_t[dd * padded + len..(dd + 1) * padded].fill(0.0);
+            }
             for j in 0..len {
                 let kr = (from + j) * stride + hidden + h * d;
                 for (dd, v) in qkv[kr..kr + d].iter().enumerate() {
                     keys_t[dd * padded + j] = *v * scale;
                 }
             }
-            let mut scores = vec![0f32; padded];
             for i in from..to {
                 let q = &qkv[i * stride + h * d..i * stride + h * d + d];
                 for j0 in (0..padded).step_by(W) {
@@ -172,7 +184,7 @@ macro_rules! kernels {
                     scores[j0..j0 + W].copy_from_slice(&acc);
                 }
                 let scores = &mut scores[..len];
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+                let max = super::max(scores);
                 for s in scores.iter_mut() {
                     *s = super::exp(*s - max);
                 }
@@ -230,6 +242,23 @@ fn lanes<F: Fn(usize) -> f32>(len: usize, f: F) -> f32 {
         total += f(i);
     }
     total
+}
+
+/// The largest element (NEG_INFINITY for none; NaNs ignored where they compare false), in
+/// 16 lanes so that it vectorises.
+#[inline(always)]
+fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let full = a.len() / 16 * 16;
+    for c in a[..full].chunks_exact(16) {
+        for (m, v) in acc.iter_mut().zip(c) {
+            *m = if *v > *m { *v } else { *m };
+        }
+    }
+    let m = acc
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, v| if *v > m { *v } else { m });
+    a[full..].iter().fold(m, |m, v| if *v > m { *v } else { m })
 }
 
 #[inline(always)]
