@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--batches", default="1,8,32,128")
-    ap.add_argument("--engines", default="candle,f32,int8",
+    ap.add_argument("--engines", default="candle,f32,bf16,int8",
                     help="triage engines to run (see triage serve --help)")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
