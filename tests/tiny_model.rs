@@ -178,7 +178,14 @@ fn our_bert_forward_matches_candles_bert_model() {
     use triage::model::encoder::mean_pool_normalize;
     let tmp = tempfile::tempdir().unwrap();
     tiny::write_tiny_bert(tmp.path(), 5).unwrap();
-    let enc = Encoder::load(tmp.path(), &Device::Cpu).unwrap();
+    // candle's BertModel itself (auto may pick the bf16 engine, which rounds).
+    let enc = Encoder::load_with_adapters(
+        tmp.path(),
+        &Device::Cpu,
+        None,
+        triage::model::EngineKind::Candle,
+    )
+    .unwrap();
     let texts = [
         "where is my order",
         "hello",

@@ -1,9 +1,12 @@
-//! Dynamic batching: a bounded queue in front of a dedicated model thread. Callers submit
-//! texts and await their answers; the thread takes the first waiting job, gathers more
-//! until the padded-token budget or the maximum wait is reached, sorts the batch by
+//! Dynamic batching: a bounded queue in front of dedicated model threads ("workers", each
+//! with its share of the cores). Callers submit texts and await their answers; a free
+//! worker takes the first waiting job, adds every job already queued, waits up to the
+//! maximum wait for more only while the batch is below its budget, sorts the batch by
 //! length, drops jobs whose deadline has passed, runs one encoder pass and answers each
-//! caller from its slice. A full queue refuses at once (the caller answers 429); a panic
-//! in a batch fails only that batch. Knows nothing about what the outputs mean.
+//! caller from its slice. With two workers one batch forms (and tokenizes) while the other
+//! runs, and neither waits for the other's threads. A full queue refuses at once (the
+//! caller answers 429); a panic in a batch fails only that batch. Knows nothing about what
+//! the outputs mean.
 
 use crate::model::{Model, Prediction, Tokenized};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -20,10 +23,24 @@ pub struct BatchConfig {
     pub max_batch_tokens: usize,
     /// Texts per batch.
     pub max_batch_size: usize,
-    /// How long the first job of a batch waits for company.
+    /// How long the first job of a batch waits for company when nothing else is queued.
     pub max_wait: Duration,
     /// Texts waiting in the queue before new ones are refused.
     pub queue_depth: usize,
+    /// Model threads (0 = auto: two where there are at least two cores). Each runs its
+    /// encoder passes on `cores / workers` threads; one worker uses the global pool.
+    pub workers: usize,
+}
+
+impl BatchConfig {
+    /// The number of model threads `workers` resolves to on this machine.
+    pub fn resolved_workers(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match self.workers {
+            0 => cores.min(2),
+            w => w,
+        }
+    }
 }
 
 impl Default for BatchConfig {
@@ -31,8 +48,9 @@ impl Default for BatchConfig {
         Self {
             max_batch_tokens: 8192,
             max_batch_size: 64,
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::ZERO,
             queue_depth: 1024,
+            workers: 0,
         }
     }
 }
@@ -90,7 +108,7 @@ pub struct Batcher<S> {
 }
 
 impl<S: Send + Sync + 'static> Batcher<S> {
-    /// Start the model thread.
+    /// Start the model threads.
     pub fn start<M: ModelSource<State = S>>(source: Arc<M>, config: BatchConfig) -> Self {
         let (tx, rx) = bounded::<Job<S>>(config.queue_depth.max(1));
         let stats = Arc::new(BatchStats::default());
@@ -98,10 +116,29 @@ impl<S: Send + Sync + 'static> Batcher<S> {
         let panic_token = std::env::var("TRIAGE_TEST_PANIC_TOKEN")
             .ok()
             .and_then(|s| s.parse::<u32>().ok());
-        std::thread::Builder::new()
-            .name("triage-model".into())
-            .spawn(move || model_loop(source, rx, cfg, st, panic_token))
-            .expect("spawning the model thread");
+        let workers = config.resolved_workers();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for w in 0..workers {
+            let (source, rx, cfg, st) = (source.clone(), rx.clone(), cfg.clone(), st.clone());
+            // Own pools, so that concurrent passes never wait on each other's threads (a
+            // pass's parallel steps each wait for their slowest task).
+            let pool = (workers > 1)
+                .then(|| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads((cores / workers).max(1))
+                        .thread_name(move |i| format!("triage-model-{w}-{i}"))
+                        .build()
+                })
+                .transpose()
+                .expect("building a model thread pool");
+            std::thread::Builder::new()
+                .name(format!("triage-model-{w}"))
+                .spawn(move || match pool {
+                    Some(pool) => pool.install(|| model_loop(source, rx, cfg, st, panic_token)),
+                    None => model_loop(source, rx, cfg, st, panic_token),
+                })
+                .expect("spawning the model thread");
+        }
         Self { tx, config, stats }
     }
 
@@ -173,6 +210,12 @@ fn model_loop<M: ModelSource>(
                 || (jobs.len() + 1) * max_len > cfg.max_batch_tokens;
             if full {
                 break;
+            }
+            // Jobs already waiting join at once; only then does the batch wait (up to
+            // `max_wait`) for more.
+            if let Ok(j) = rx.try_recv() {
+                jobs.push(j);
+                continue;
             }
             let now = Instant::now();
             if now >= until {

@@ -27,6 +27,11 @@ pub struct BenchEncoderArgs {
     /// Print the token ids of the message and exit.
     #[arg(long)]
     pub print_ids: bool,
+    /// Instead of `--text`: the twelve messages `triage load` sends (as it sends them, with
+    /// its request suffix), cycled to fill each batch; for comparing the server's
+    /// throughput with the raw encoder's on the same messages.
+    #[arg(long, conflicts_with = "text")]
+    pub load_messages: bool,
     #[command(flatten)]
     pub model: ModelArgs,
 }
@@ -53,8 +58,20 @@ pub fn run(a: &BenchEncoderArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&msg.ids)?);
         return Ok(());
     }
+    let load_texts: Vec<String> = super::load::TEXTS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{t} (0-{i})"))
+        .collect();
+    let load_refs: Vec<&str> = load_texts.iter().map(String::as_str).collect();
+    let load_msgs = encoder.tokenize(&load_refs)?;
     for &batch in &a.batches {
-        let rows: Vec<&Tokenized> = std::iter::repeat_n(&msg, batch).collect();
+        let rows: Vec<&Tokenized> = if a.load_messages {
+            load_msgs.iter().cycle().take(batch).collect()
+        } else {
+            std::iter::repeat_n(&msg, batch).collect()
+        };
+        let tokens = rows.iter().map(|r| r.ids.len()).sum::<usize>() / batch;
         for _ in 0..2 {
             encoder.forward(&rows)?;
         }
@@ -69,7 +86,7 @@ pub fn run(a: &BenchEncoderArgs) -> Result<()> {
         let row = Row {
             engine: encoder.engine(),
             batch,
-            tokens: a.tokens,
+            tokens,
             median_ms: median * 1e3,
             messages_per_s: batch as f64 / median,
         };

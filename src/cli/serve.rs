@@ -53,9 +53,15 @@ pub struct ServeArgs {
     /// Texts per batch [default: 64].
     #[arg(long, env = "TRIAGE_MAX_BATCH_SIZE")]
     pub max_batch_size: Option<usize>,
-    /// Max wait of a batch's first text, ms [default: 5].
+    /// How long a batch's first text waits for company when nothing else is queued, ms
+    /// (texts already queued always join) [default: 0].
     #[arg(long, env = "TRIAGE_MAX_WAIT_MS")]
     pub max_wait_ms: Option<u64>,
+    /// Model threads, each running its own batches on its share of the cores (0 = auto:
+    /// two where there are at least two cores, so one batch forms while another runs)
+    /// [default: 0].
+    #[arg(long, env = "TRIAGE_MODEL_WORKERS")]
+    pub model_workers: Option<usize>,
     /// Texts queued before 429 [default: 1024].
     #[arg(long, env = "TRIAGE_QUEUE_DEPTH")]
     pub queue_depth: Option<usize>,
@@ -136,6 +142,7 @@ impl ServeArgs {
                 max_batch_tokens,
                 max_batch_size,
                 max_wait_ms,
+                model_workers,
                 queue_depth,
                 max_texts_per_request,
                 max_chars_per_text,
@@ -216,6 +223,7 @@ pub fn build_state(a: &ServeArgs) -> Result<Built> {
             .map(Duration::from_millis)
             .unwrap_or(d.max_wait),
         queue_depth: a.queue_depth.unwrap_or(d.queue_depth),
+        workers: a.model_workers.unwrap_or(d.workers),
     };
     let l = Limits::default();
     let limits = Limits {

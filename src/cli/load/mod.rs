@@ -56,7 +56,7 @@ pub struct LoadArgs {
     pub json: bool,
 }
 
-const TEXTS: [&str; 12] = [
+pub(crate) const TEXTS: [&str; 12] = [
     "where is my order #A1029? it should have arrived yesterday",
     "我的快递怎么还没到，都一个星期了",
     "我張單幾時到呀？等咗好耐",
