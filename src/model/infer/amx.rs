@@ -250,38 +250,9 @@ unsafe fn round_to_tiles_avx512(x: &[f32], rows: usize, steps: usize, out: &mut 
 ///
 /// # Safety
 /// `out` must be writable for `valid` rows of `width` at stride `n`; `residual`, when
-/// given, as long.
+/// given, as long; on x86_64 the CPU must have AVX-512F (implied by [`available`]).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 unsafe fn store_block(
-    sums: &[f32; BLOCK_ROWS * BLOCK_COLS],
-    valid: usize,
-    width: usize,
-    bias: &[f32],
-    residual: Option<&[f32]>,
-    out: *mut f32,
-    n: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn avx512(
-        sums: &[f32; BLOCK_ROWS * BLOCK_COLS],
-        valid: usize,
-        width: usize,
-        bias: &[f32],
-        residual: Option<&[f32]>,
-        out: *mut f32,
-        n: usize,
-    ) {
-        store_rows(sums, valid, width, bias, residual, out, n)
-    }
-    #[cfg(target_arch = "x86_64")]
-    avx512(sums, valid, width, bias, residual, out, n);
-    #[cfg(not(target_arch = "x86_64"))]
-    store_rows(sums, valid, width, bias, residual, out, n);
-}
-
-/// [`store_block`]'s loops (compiled inside its AVX-512 function).
-#[inline(always)]
-unsafe fn store_rows(
     sums: &[f32; BLOCK_ROWS * BLOCK_COLS],
     valid: usize,
     width: usize,
