@@ -14,7 +14,7 @@
 //! registers.
 
 use super::bf16::to_bf16;
-use super::linear::{finish_block, Epilogue, Kernels, PANEL};
+use super::linear::{Epilogue, Kernels, PANEL};
 use super::parallel::{for_each_task, SyncPtr};
 use std::cell::RefCell;
 
@@ -173,22 +173,11 @@ impl AmxWeights {
                                 residual.map(|res| &res[r0 * n + c0..]),
                                 out_ptr.get().add(r0 * n + c0),
                                 n,
+                                matches!(epilogue, Epilogue::Gelu).then_some(kernels),
                             );
                         }
                     }
                     tiles::release();
-                    let first_row = rbs.start * BLOCK_ROWS;
-                    let last_row = (rbs.end * BLOCK_ROWS).min(rows);
-                    if first_row < last_row {
-                        finish_block(
-                            kernels,
-                            epilogue,
-                            out_ptr,
-                            n,
-                            first_row..last_row,
-                            cbs.start * BLOCK_COLS..(cbs.end * BLOCK_COLS).min(n),
-                        );
-                    }
                 }
             });
         });
@@ -246,11 +235,13 @@ unsafe fn round_to_tiles_avx512(x: &[f32], rows: usize, steps: usize, out: &mut 
 }
 
 /// Write one block's sums plus bias (plus residual) to the layer output: `valid` rows of
-/// `width` columns, row stride `n` for the output and the residual.
+/// `width` columns, row stride `n` for the output and the residual; with `gelu`, the GELU
+/// of each row as it is written (while it is in L1).
 ///
 /// # Safety
 /// `out` must be writable for `valid` rows of `width` at stride `n`; `residual`, when
 /// given, as long; on x86_64 the CPU must have AVX-512F (implied by [`available`]).
+#[allow(clippy::too_many_arguments)]
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 unsafe fn store_block(
     sums: &[f32; BLOCK_ROWS * BLOCK_COLS],
@@ -260,6 +251,7 @@ unsafe fn store_block(
     residual: Option<&[f32]>,
     out: *mut f32,
     n: usize,
+    gelu: Option<Kernels>,
 ) {
     let bias = &bias[..width];
     for r in 0..valid {
@@ -277,6 +269,9 @@ unsafe fn store_block(
                     *d = s + b;
                 }
             }
+        }
+        if let Some(kernels) = gelu {
+            super::ops::gelu(kernels, dst);
         }
     }
 }

@@ -137,7 +137,7 @@ impl<'a> Epilogue<'a> {
 /// # Safety
 /// `out` must point at the layer output (row stride `n`), the block `rows x cols` owned by
 /// the calling task.
-pub(super) unsafe fn finish_block(
+unsafe fn finish_block(
     kernels: Kernels,
     epilogue: Epilogue,
     out: SyncPtr<f32>,
