@@ -35,12 +35,16 @@ pub struct BatchConfig {
 impl BatchConfig {
     /// The number of model threads `workers` resolves to on this machine.
     pub fn resolved_workers(&self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         match self.workers {
-            0 => cores.min(2),
+            0 => cores().min(2),
             w => w,
         }
     }
+}
+
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for BatchConfig {
@@ -117,7 +121,7 @@ impl<S: Send + Sync + 'static> Batcher<S> {
             .ok()
             .and_then(|s| s.parse::<u32>().ok());
         let workers = config.resolved_workers();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = cores();
         for w in 0..workers {
             let (source, rx, cfg, st) = (source.clone(), rx.clone(), cfg.clone(), st.clone());
             // Own pools, so that concurrent passes never wait on each other's threads (a

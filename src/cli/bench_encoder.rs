@@ -58,13 +58,16 @@ pub fn run(a: &BenchEncoderArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&msg.ids)?);
         return Ok(());
     }
-    let load_texts: Vec<String> = super::load::TEXTS
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("{t} (0-{i})"))
-        .collect();
-    let load_refs: Vec<&str> = load_texts.iter().map(String::as_str).collect();
-    let load_msgs = encoder.tokenize(&load_refs)?;
+    let load_msgs = if a.load_messages {
+        let texts: Vec<String> = super::load::TEXTS
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("{t} (0-{i})"))
+            .collect();
+        encoder.tokenize(&texts.iter().map(String::as_str).collect::<Vec<_>>())?
+    } else {
+        Vec::new()
+    };
     for &batch in &a.batches {
         let rows: Vec<&Tokenized> = if a.load_messages {
             load_msgs.iter().cycle().take(batch).collect()

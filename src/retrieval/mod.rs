@@ -291,24 +291,18 @@ impl Retriever {
         }
     }
 
-    /// What "no answer" is scored on: ln P(an intent no entry serves) (without an intent
-    /// distribution, ln(1) = 0) and the distribution itself.
-    fn null_signals(&self, intents: &[Scored]) -> NullSignals {
-        let unserved_log_p = if intents.is_empty() {
-            0.0
-        } else {
-            log_p(
-                intents
-                    .iter()
-                    .filter(|s| !self.served.contains(&s.label))
-                    .map(|s| s.score)
-                    .sum(),
-            )
-        };
-        NullSignals {
-            unserved_log_p,
-            intents: intents.iter().map(|s| (s.label.clone(), s.score)).collect(),
+    /// ln P(an intent no entry serves); without an intent distribution, ln(1) = 0.
+    fn unserved_log_p(&self, intents: &[Scored]) -> f32 {
+        if intents.is_empty() {
+            return 0.0;
         }
+        log_p(
+            intents
+                .iter()
+                .filter(|s| !self.served.contains(&s.label))
+                .map(|s| s.score)
+                .sum(),
+        )
     }
 
     /// Rank the candidates for a query vector and the intent head's distribution (empty
@@ -320,7 +314,10 @@ impl Retriever {
             .map(|p| (p.0, self.signal(p, query, intents)))
             .collect();
         let scores: Vec<f32> = pool.iter().map(|(_, s)| self.ranker.score(s)).collect();
-        let null = self.ranker.null_score(&self.null_signals(intents));
+        let null = self.ranker.null_score_of(
+            self.unserved_log_p(intents),
+            intents.iter().map(|s| (s.label.as_str(), s.score)),
+        );
         let (probs, no_answer) = probabilities(&scores, null);
         let mut candidates: Vec<(usize, f32, f32)> = pool
             .iter()
@@ -364,7 +361,10 @@ impl Retriever {
                 .into_iter()
                 .map(|p| self.signal(p, query, intents))
                 .collect(),
-            null: self.null_signals(intents),
+            null: NullSignals {
+                unserved_log_p: self.unserved_log_p(intents),
+                intents: intents.iter().map(|s| (s.label.clone(), s.score)).collect(),
+            },
             gold,
         })
     }

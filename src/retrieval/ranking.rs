@@ -83,12 +83,24 @@ impl Ranker {
 
     /// The "no answer" score.
     pub fn null_score(&self, n: &NullSignals) -> f32 {
-        let offset: f32 = n
-            .intents
-            .iter()
+        self.null_score_of(
+            n.unserved_log_p,
+            n.intents.iter().map(|(l, p)| (l.as_str(), *p)),
+        )
+    }
+
+    /// The "no answer" score from ln P(unserved intents) and the intent distribution
+    /// `(label, probability)`, without owning either (the ranking's hot path).
+    pub fn null_score_of<'a>(
+        &self,
+        unserved_log_p: f32,
+        intents: impl IntoIterator<Item = (&'a str, f32)>,
+    ) -> f32 {
+        let offset: f32 = intents
+            .into_iter()
             .filter_map(|(label, p)| self.null_intents.get(label).map(|b| p * b))
             .sum();
-        self.null_bias + self.null_unserved * n.unserved_log_p + offset
+        self.null_bias + self.null_unserved * unserved_log_p + offset
     }
 
     fn to_vec(&self, labels: &[String]) -> Vec<f64> {
