@@ -37,6 +37,16 @@ pub struct TrainArgs {
     pub rank: usize,
     #[arg(long, default_value_t = TrainOptions::default().seed)]
     pub seed: u64,
+    /// Share of all steps over which the learning rates warm up linearly.
+    #[arg(long, default_value_t = TrainOptions::default().warmup_fraction)]
+    pub warmup_fraction: f64,
+    /// Where the cosine decay ends, as a fraction of the peak rates (1 = constant rate).
+    #[arg(long, default_value_t = TrainOptions::default().final_lr_fraction)]
+    pub final_lr_fraction: f64,
+    /// Batches per length bucket (messages of similar length batched together to cut
+    /// padding; 0 = plain random batches).
+    #[arg(long, default_value_t = TrainOptions::default().length_buckets)]
+    pub length_buckets: usize,
     /// Knowledge base whose questions the retrieval objective contrasts against.
     #[arg(long, default_value = "models/faq/default-kb.jsonl")]
     pub kb: PathBuf,
@@ -55,6 +65,13 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
+    if !(0.0..1.0).contains(&a.warmup_fraction) || !(0.0..=1.0).contains(&a.final_lr_fraction) {
+        return Err(InputError(format!(
+            "--warmup-fraction must be in [0, 1) and --final-lr-fraction in [0, 1] (got {} and {})",
+            a.warmup_fraction, a.final_lr_fraction
+        ))
+        .into());
+    }
     let train_rows = dataset::read_all(&a.data).map_err(|e| InputError(format!("{e:#}")))?;
     let dev_rows = dataset::read_all(&a.dev).map_err(|e| InputError(format!("{e:#}")))?;
     let retrieval = if a.retrieval_weight > 0.0 {
@@ -76,6 +93,9 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         seed: a.seed,
         embed_batch: a.model.batch_size,
         retrieval_weight: a.retrieval_weight,
+        warmup_fraction: a.warmup_fraction,
+        final_lr_fraction: a.final_lr_fraction,
+        length_buckets: a.length_buckets,
         ..TrainOptions::default()
     };
     let report = train(

@@ -1,7 +1,8 @@
 //! Joint training of the intent and emotion heads and LoRA adapters on the top encoder
 //! layers. The frozen lower layers run once per message (their outputs are cached), the
 //! adapted top layers and the heads train together with one loss (intent + emotion
-//! cross-entropy), with a fixed seed. The epoch with the best dev score is kept, then each
+//! cross-entropy), with a fixed seed, length-bucketed batches (little padding) and a
+//! warm-up + cosine learning-rate schedule. The epoch with the best dev score is kept, then each
 //! head is temperature-scaled on dev. `top_layers = 0` trains heads on the frozen encoder.
 
 use super::calibrate::{fit_temperature, softmax};
@@ -49,6 +50,16 @@ pub struct TrainOptions {
     pub retrieval_batch: usize,
     /// InfoNCE temperature of the retrieval loss.
     pub retrieval_temperature: f64,
+    /// Learning-rate schedule over all steps: warm up linearly over the first
+    /// `warmup_fraction`, then follow a cosine down to `final_lr_fraction` of the peak
+    /// (`final_lr_fraction = 1` and no warm-up give a constant rate).
+    pub warmup_fraction: f64,
+    pub final_lr_fraction: f64,
+    /// Batches per length bucket: each epoch's shuffled messages are cut into groups of
+    /// `batch_size * length_buckets`, sorted by length within a group and split into
+    /// batches, whose order is then shuffled, so a batch pads to lengths close to its
+    /// own (0 = plain random batches).
+    pub length_buckets: usize,
 }
 
 impl Default for TrainOptions {
@@ -68,6 +79,9 @@ impl Default for TrainOptions {
             retrieval_weight: 1.0,
             retrieval_batch: 32,
             retrieval_temperature: 0.05,
+            warmup_fraction: 0.05,
+            final_lr_fraction: 0.1,
+            length_buckets: 20,
         }
     }
 }
@@ -269,13 +283,39 @@ pub fn train(
     let mut logs = Vec::new();
     type Snapshot = (HashMap<String, Tensor>, HashMap<String, Tensor>);
     let mut best: Option<(f64, usize, Snapshot)> = None;
+    let lens: Vec<usize> = train_cache
+        .states
+        .iter()
+        .map(|s| s.dim(0).unwrap_or(0))
+        .collect();
+    let steps_per_epoch = order.len().div_ceil(opts.batch_size.max(1));
+    let total_steps = steps_per_epoch * opts.epochs;
+    let mut step = 0usize;
     for epoch in 1..=opts.epochs {
         let te = std::time::Instant::now();
         order.shuffle(&mut rng);
+        let epoch_batches = bucketed_batches(
+            &order,
+            &lens,
+            opts.batch_size.max(1),
+            opts.length_buckets,
+            &mut rng,
+        );
         let (mut loss_sum, mut batches) = (0f64, 0usize);
-        let total_batches = order.len().div_ceil(opts.batch_size.max(1));
+        let total_batches = epoch_batches.len();
         let retrieval_steps = retrieval.as_ref().map_or(0, |r| r.steps_per_epoch());
-        for chunk in order.chunks(opts.batch_size.max(1)) {
+        for chunk in &epoch_batches {
+            let f = lr_factor(
+                step,
+                total_steps,
+                opts.warmup_fraction,
+                opts.final_lr_fraction,
+            );
+            opt_heads.set_learning_rate(opts.lr * f);
+            if let Some(o) = opt_lora.as_mut() {
+                o.set_learning_rate(opts.lr_adapters * f);
+            }
+            step += 1;
             if batches % 10 == 0 {
                 eprint!(
                     "\repoch {epoch:>2}/{} batch {batches}/{total_batches} loss={:.4}   ",
@@ -592,6 +632,41 @@ pub(super) fn pad_batch(cache: &Cached, idx: &[usize]) -> Result<(Tensor, Tensor
     ))
 }
 
+/// The epoch's batches: `order` cut into groups of `batch * buckets` messages, each group
+/// sorted by length and split into batches, the batches shuffled. `buckets = 0` keeps
+/// `order`'s plain chunks.
+fn bucketed_batches(
+    order: &[usize],
+    lens: &[usize],
+    batch: usize,
+    buckets: usize,
+    rng: &mut StdRng,
+) -> Vec<Vec<usize>> {
+    if buckets == 0 {
+        return order.chunks(batch).map(<[usize]>::to_vec).collect();
+    }
+    let mut out = Vec::with_capacity(order.len().div_ceil(batch));
+    for group in order.chunks(batch * buckets) {
+        let mut g = group.to_vec();
+        g.sort_by_key(|&i| lens[i]);
+        out.extend(g.chunks(batch).map(<[usize]>::to_vec));
+    }
+    out.shuffle(rng);
+    out
+}
+
+/// Multiplier of the peak learning rate at `step` of `total`: linear warm-up, then a
+/// cosine from 1 down to `floor`.
+fn lr_factor(step: usize, total: usize, warmup: f64, floor: f64) -> f64 {
+    let warm = (warmup * total as f64).round() as usize;
+    if step < warm {
+        return (step + 1) as f64 / warm as f64;
+    }
+    let span = total.saturating_sub(warm).max(1) as f64;
+    let t = ((step - warm) as f64 / span).min(1.0);
+    floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
 fn adapters_of(
     lora: &BTreeMap<(usize, usize), (Var, Var)>,
     scale: f64,
@@ -667,4 +742,50 @@ fn accuracy(logits: &[Vec<f32>], gold: &[Option<u32>]) -> f64 {
             None => (ok, n),
         });
     ok as f64 / n.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucketed_batches_cover_every_message_once_with_close_lengths() {
+        let lens: Vec<usize> = (0..200).map(|i| (i * 37) % 50 + 1).collect();
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut order: Vec<usize> = (0..lens.len()).collect();
+        order.shuffle(&mut rng);
+        let batches = bucketed_batches(&order, &lens, 8, 25, &mut rng);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..lens.len()).collect::<Vec<_>>());
+        assert!(batches.iter().all(|b| b.len() == 8));
+        // One group of 200 sorted by length: each batch spans a narrow range.
+        let padded: usize = batches
+            .iter()
+            .map(|b| b.iter().map(|&i| lens[i]).max().unwrap_or(0) * b.len())
+            .sum();
+        let real: usize = lens.iter().sum();
+        assert!(padded < real * 11 / 10, "padded {padded} vs real {real}");
+        let plain = bucketed_batches(&order, &lens, 8, 0, &mut rng);
+        assert_eq!(plain[0], order[..8].to_vec());
+    }
+
+    #[test]
+    fn lr_warms_up_then_decays_to_the_floor() {
+        let total = 100;
+        assert!((lr_factor(0, total, 0.05, 0.1) - 0.2).abs() < 1e-9);
+        assert!((lr_factor(4, total, 0.05, 0.1) - 1.0).abs() < 1e-9);
+        assert!((lr_factor(5, total, 0.05, 0.1) - 1.0).abs() < 1e-9);
+        let mid = lr_factor(52, total, 0.05, 0.1);
+        assert!(mid > 0.5 && mid < 0.6, "{mid}");
+        assert!((lr_factor(100, total, 0.05, 0.1) - 0.1).abs() < 1e-9);
+        let mut prev = f64::INFINITY;
+        for s in 5..=100 {
+            let f = lr_factor(s, total, 0.05, 0.1);
+            assert!(f <= prev + 1e-12);
+            prev = f;
+        }
+        // Constant schedule.
+        assert!((lr_factor(50, total, 0.0, 1.0) - 1.0).abs() < 1e-9);
+    }
 }
