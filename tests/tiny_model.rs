@@ -263,7 +263,12 @@ fn the_retrieval_objective_pulls_messages_to_their_faq_entry() {
     )
     .unwrap();
     let data = RetrievalData::load(&kb, &pairs, &pairs).unwrap();
-    assert_eq!(data.train.texts.len(), 3, "the null row is skipped");
+    assert_eq!(data.train.texts.len(), 3);
+    assert_eq!(
+        data.train_null,
+        vec!["unrelated".to_string()],
+        "the null row learns 'no entry'"
+    );
     let rows = vec![
         row("where is my order", "order_status", "neutral"),
         row("i want a refund now !", "refund_status", "angry"),
@@ -293,6 +298,15 @@ fn the_retrieval_objective_pulls_messages_to_their_faq_entry() {
         .map(|e| e.dev_retrieval_top1.unwrap())
         .collect();
     assert_eq!(*top1.last().unwrap(), 1.0, "{top1:?}");
+    let floors: Vec<f64> = report
+        .epochs
+        .iter()
+        .map(|e| e.retrieval_null_floor.unwrap())
+        .collect();
+    assert!(
+        (floors[0] - floors[floors.len() - 1]).abs() > 1e-4,
+        "the no-entry floor is trained: {floors:?}"
+    );
 
     // A pair naming an entry the knowledge base lacks is refused by name.
     std::fs::write(&pairs, r#"{"text":"x","faq_id":"nope"}"#).unwrap();

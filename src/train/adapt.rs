@@ -120,6 +120,10 @@ pub struct EpochLog {
     /// Top-1 of the retrieval objective's held-out pairs (when trained with it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dev_retrieval_top1: Option<f64>,
+    /// The retrieval objective's learnt "no entry" cosine floor (when trained with
+    /// unanswered messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval_null_floor: Option<f64>,
     pub seconds: f64,
 }
 
@@ -242,10 +246,13 @@ pub fn train(
         }
     }
     let scale = opts.alpha / opts.rank.max(1) as f64;
-    let head_vars: Vec<Var> = tasks
+    let mut head_vars: Vec<Var> = tasks
         .iter()
         .flat_map(|t| [t.w.clone(), t.b.clone()])
         .collect();
+    if let Some(floor) = retrieval.as_ref().and_then(|r| r.null_floor()) {
+        head_vars.push(floor.clone());
+    }
     let lora_vars: Vec<Var> = lora
         .values()
         .flat_map(|(a, b)| [a.clone(), b.clone()])
@@ -378,8 +385,13 @@ pub fn train(
             Some(r) => Some(r.dev_top1(&ctx, &adapters_of(&lora, scale, true))?),
             None => None,
         };
+        let null_floor = match retrieval.as_ref().and_then(|r| r.null_floor()) {
+            Some(f) => Some(f.as_tensor().to_vec1::<f32>()?[0] as f64),
+            None => None,
+        };
         let log = EpochLog {
             epoch,
+            retrieval_null_floor: null_floor,
             loss: loss_sum / batches.max(1) as f64,
             dev_intent_accuracy: intent_acc,
             dev_emotion_accuracy: emotion_acc,
@@ -387,13 +399,16 @@ pub fn train(
             seconds: te.elapsed().as_secs_f64(),
         };
         eprintln!(
-            "\repoch {epoch:>2}/{} loss={:.4} dev intent={:.1}% emotion={:.1}%{} ({:.0}s)",
+            "\repoch {epoch:>2}/{} loss={:.4} dev intent={:.1}% emotion={:.1}%{}{} ({:.0}s)",
             opts.epochs,
             log.loss,
             100.0 * intent_acc,
             100.0 * emotion_acc,
             retrieval_top1
                 .map(|t| format!(" retrieval top-1={:.1}%", 100.0 * t))
+                .unwrap_or_default(),
+            null_floor
+                .map(|f| format!(" no-entry floor={f:.3}"))
                 .unwrap_or_default(),
             log.seconds
         );

@@ -2,7 +2,10 @@
 //! that answers them (`{"text", "lang", "faq_id"}`), contrasted against one question variant
 //! of every knowledge-base entry (InfoNCE over all entries, a random variant language each
 //! step), so that the LoRA adapters pull customer wording towards the FAQ's questions instead
-//! of bending the embedding space away from them. Also measures top-1 on held-out pairs after
+//! of bending the embedding space away from them. Training messages that no entry answers
+//! (`faq_id: null`) take a "no entry" class instead: a learnt similarity floor joins every
+//! step's InfoNCE as one more column, so answered messages must rise above it and unanswered
+//! ones stay under it, teaching the adapters where the knowledge base ends. Also measures top-1 on held-out pairs after
 //! every epoch, for model selection next to the classification heads.
 
 use super::adapt::{frozen_pass, pad_batch, Cached, Ctx};
@@ -11,12 +14,15 @@ use crate::model::bert::{Bert, LayerAdapters};
 use crate::model::Encoder;
 use crate::retrieval::{flatten_groups, read_kb};
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::HashMap;
 use std::path::Path;
+
+/// Where the "no entry" floor starts: a cosine that e5's unrelated pairs reach.
+const NULL_FLOOR_START: f32 = 0.8;
 
 /// Messages with the index of the entry that answers them.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +35,8 @@ pub struct PairSet {
 #[derive(Debug, Clone)]
 pub struct RetrievalData {
     pub train: PairSet,
+    /// Training messages no entry answers (`faq_id: null`).
+    pub train_null: Vec<String>,
     /// Held-out pairs for the per-epoch top-1 (rows with no entry are skipped).
     pub dev: PairSet,
     /// Question variants of every entry, all languages.
@@ -45,10 +53,16 @@ impl RetrievalData {
             .enumerate()
             .map(|(i, e)| (e.id.as_str(), i))
             .collect();
-        let pairs = |path: &Path| -> Result<PairSet> {
+        let pairs = |path: &Path, nulls: Option<&mut Vec<String>>| -> Result<PairSet> {
             let mut set = PairSet::default();
+            let mut nulls = nulls;
             for q in read_queries(path)? {
-                let Some(id) = q.faq_id else { continue };
+                let Some(id) = q.faq_id else {
+                    if let Some(n) = nulls.as_deref_mut() {
+                        n.push(q.text);
+                    }
+                    continue;
+                };
                 let Some(&e) = index.get(id.as_str()) else {
                     bail!(
                         "{}: faq_id '{id}' is not in {}",
@@ -64,9 +78,11 @@ impl RetrievalData {
             }
             Ok(set)
         };
+        let mut train_null = Vec::new();
         Ok(Self {
-            train: pairs(train)?,
-            dev: pairs(dev)?,
+            train: pairs(train, Some(&mut train_null))?,
+            train_null,
+            dev: pairs(dev, None)?,
             questions: entries
                 .iter()
                 .map(|e| e.questions.values().flatten().cloned().collect())
@@ -77,8 +93,12 @@ impl RetrievalData {
 
 /// The objective with its frozen-layer caches.
 pub(super) struct RetrievalTask {
+    /// Answered training messages, then the unanswered ones.
     train: Cached,
+    /// Entry per training message; `n_entries` for "no entry".
     train_entry: Vec<usize>,
+    /// The "no entry" similarity floor (cosine), learnt; `None` without unanswered messages.
+    null_floor: Option<Var>,
     dev: Cached,
     dev_entry: Vec<usize>,
     variants: Cached,
@@ -111,15 +131,26 @@ impl RetrievalTask {
             data.questions.len(),
             variants.len()
         );
+        let n_entries = data.questions.len();
+        let texts: Vec<&str> = data
+            .train
+            .texts
+            .iter()
+            .chain(&data.train_null)
+            .map(String::as_str)
+            .collect();
+        let mut train_entry = data.train.entry.clone();
+        train_entry.extend(std::iter::repeat_n(n_entries, data.train_null.len()));
+        let null_floor = if data.train_null.is_empty() {
+            None
+        } else {
+            Some(Var::new(&[NULL_FLOOR_START], &Device::Cpu)?)
+        };
         Ok(Self {
-            train: frozen_pass(
-                encoder,
-                bert,
-                &str_refs(&data.train.texts),
-                lower,
-                embed_batch,
-            )?,
-            train_entry: data.train.entry.clone(),
+            train: frozen_pass(encoder, bert, &texts, lower, embed_batch)?,
+            order: (0..train_entry.len()).collect(),
+            train_entry,
+            null_floor,
             dev: frozen_pass(
                 encoder,
                 bert,
@@ -131,7 +162,6 @@ impl RetrievalTask {
             variants: frozen_pass(encoder, bert, &variants, lower, embed_batch)?,
             variant_entry,
             by_entry,
-            order: (0..data.train.texts.len()).collect(),
             next: usize::MAX,
             batch,
             temperature,
@@ -162,7 +192,15 @@ impl RetrievalTask {
         let q = ctx.embedded(xq, &mq, Some(adapters))?;
         let (xp, mp) = pad_batch(&self.variants, &positives)?;
         let p = ctx.embedded(xp, &mp, Some(adapters))?;
-        let sims = (q.matmul(&p.t()?)? / self.temperature)?;
+        let mut sims = q.matmul(&p.t()?)?;
+        if let Some(floor) = &self.null_floor {
+            let column = floor
+                .as_tensor()
+                .unsqueeze(0)?
+                .broadcast_as((idx.len(), 1))?;
+            sims = Tensor::cat(&[&sims, &column], 1)?;
+        }
+        let sims = (sims / self.temperature)?;
         Ok(candle_nn::loss::cross_entropy(
             &sims,
             &Tensor::new(targets.as_slice(), &Device::Cpu)?,
@@ -180,6 +218,11 @@ impl RetrievalTask {
             .filter(|(&b, &e)| self.variant_entry[b as usize] == e)
             .count();
         Ok(ok as f64 / self.dev_entry.len().max(1) as f64)
+    }
+
+    /// The learnt "no entry" floor, to be trained with the other parameters.
+    pub fn null_floor(&self) -> Option<&Var> {
+        self.null_floor.as_ref()
     }
 
     pub fn steps_per_epoch(&self) -> usize {
