@@ -171,9 +171,9 @@ fn shipped_heads_meet_minimum_accuracy_on_the_frozen_dev_split() {
 
 // Floors a little under what the shipped heads measure (see training-data/README.md), so
 // noise does not fail CI but a real regression does.
-const MIN_INTENT_ACCURACY: f64 = 0.84;
-const MIN_LANGUAGE_ACCURACY: f64 = 0.72;
-const MIN_EMOTION_MACRO_F1: f64 = 0.86;
+const MIN_INTENT_ACCURACY: f64 = 0.87;
+const MIN_LANGUAGE_ACCURACY: f64 = 0.78;
+const MIN_EMOTION_MACRO_F1: f64 = 0.89;
 
 #[test]
 fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
@@ -191,13 +191,13 @@ fn faq_retrieval_on_the_frozen_paraphrase_set_does_not_regress() {
     let predictions = predict_queries(&model, &queries, 32).unwrap();
     // (KB languages, min top-1, min top-3, min top-1 per language, min no-answer recall)
     for (languages, top1, top3, per_lang, null_recall) in [
-        (vec![], 0.90, 0.97, 0.80, 0.75),
+        (vec![], 0.92, 0.98, 0.84, 0.78),
         (
             vec!["en".to_string(), "zh".into(), "es".into()],
-            0.88,
-            0.97,
-            0.80,
-            0.80,
+            0.91,
+            0.98,
+            0.84,
+            0.83,
         ),
     ] {
         let mut kb = read_kb(&common::repo().join("models/faq/default-kb.jsonl")).unwrap();

@@ -69,7 +69,7 @@ impl Default for TrainOptions {
             lr: 3e-3,
             lr_adapters: 1e-3,
             weight_decay: 1e-3,
-            top_layers: 4,
+            top_layers: 6,
             rank: 8,
             alpha: 16.0,
             batch_size: 32,
