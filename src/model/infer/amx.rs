@@ -13,7 +13,7 @@
 //! halves x two column halves), two activation tiles and two weight tiles, the eight tile
 //! registers.
 
-use super::bf16::to_bf16;
+use super::bf16::pack_bf16;
 use super::linear::{Epilogue, Kernels, PANEL};
 use super::parallel::{for_each_task, SyncPtr};
 use std::cell::RefCell;
@@ -109,12 +109,7 @@ impl AmxWeights {
     /// Round and pack `w` (`[n, k]`, row-major); see [`AmxWeights::fits`].
     pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
         assert!(Self::fits(n, k));
-        let mut packed = vec![0u16; n * k];
-        for j in 0..n {
-            for kk in 0..k {
-                packed[amx_index(j, kk, n, k)] = to_bf16(w[j * k + kk]);
-            }
-        }
+        let packed = pack_bf16(w, n, k, |j, kk| amx_index(j, kk, n, k));
         Self { n, k, packed }
     }
 
@@ -201,7 +196,7 @@ fn round_to_tiles(x: &[f32], rows: usize, k: usize, out: &mut [u16]) {
         for s in 0..steps {
             let dst = ((r / 16) * steps + s) * TILE + (r % 16) * STEP;
             for i in 0..STEP {
-                out[dst + i] = to_bf16(x[r * k + s * STEP + i]);
+                out[dst + i] = super::bf16::to_bf16(x[r * k + s * STEP + i]);
             }
         }
     }

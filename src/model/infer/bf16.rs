@@ -15,6 +15,18 @@ pub fn to_bf16(v: f32) -> u16 {
     ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
+/// `w` (`[n, k]`, row-major) rounded to bf16, element `(j, kk)` stored at `index(j, kk)`
+/// (each kernel's packed layout).
+pub fn pack_bf16(w: &[f32], n: usize, k: usize, index: impl Fn(usize, usize) -> usize) -> Vec<u16> {
+    let mut packed = vec![0u16; n * k];
+    for j in 0..n {
+        for kk in 0..k {
+            packed[index(j, kk)] = to_bf16(w[j * k + kk]);
+        }
+    }
+    packed
+}
+
 /// Round `x` to bf16 into `out` (same length): 16 at a time with `vcvtneps2bf16` where the
 /// CPU has AVX-512 BF16 (round to nearest even, as [`to_bf16`]; it reads subnormal inputs
 /// as zero, a difference below bf16's own resolution).
@@ -57,12 +69,7 @@ impl Bf16Weights {
     /// Round and pack `w` (`[n, k]`, row-major); `k` must be even.
     pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
         assert!(k.is_multiple_of(2) && n.is_multiple_of(PANEL));
-        let mut packed = vec![0u16; n * k];
-        for j in 0..n {
-            for kk in 0..k {
-                packed[packed_index(j, kk, n, k, 2)] = to_bf16(w[j * k + kk]);
-            }
-        }
+        let packed = pack_bf16(w, n, k, |j, kk| packed_index(j, kk, n, k, 2));
         Self { n, k, packed }
     }
 
