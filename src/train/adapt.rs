@@ -2,8 +2,8 @@
 //! layers. The frozen lower layers run once per message (their outputs are cached), the
 //! adapted top layers and the heads train together with one loss (intent + emotion
 //! cross-entropy), with a fixed seed, length-bucketed batches (little padding) and a
-//! warm-up + cosine learning-rate schedule. The epoch with the best dev score is kept, then each
-//! head is temperature-scaled on dev. `top_layers = 0` trains heads on the frozen encoder.
+//! warm-up + cosine learning-rate schedule. The epoch with the best dev score is kept, then
+//! each head is temperature-scaled on dev. `top_layers = 0` trains heads on the frozen encoder.
 
 use super::calibrate::{fit_temperature, softmax};
 use super::contrastive::{RetrievalData, RetrievalTask};
@@ -295,19 +295,14 @@ pub fn train(
         .iter()
         .map(|s| s.dim(0).unwrap_or(0))
         .collect();
-    let steps_per_epoch = order.len().div_ceil(opts.batch_size.max(1));
-    let total_steps = steps_per_epoch * opts.epochs;
+    let batch_size = opts.batch_size.max(1);
+    let total_steps = order.len().div_ceil(batch_size) * opts.epochs;
     let mut step = 0usize;
     for epoch in 1..=opts.epochs {
         let te = std::time::Instant::now();
         order.shuffle(&mut rng);
-        let epoch_batches = bucketed_batches(
-            &order,
-            &lens,
-            opts.batch_size.max(1),
-            opts.length_buckets,
-            &mut rng,
-        );
+        let epoch_batches =
+            bucketed_batches(&order, &lens, batch_size, opts.length_buckets, &mut rng);
         let (mut loss_sum, mut batches) = (0f64, 0usize);
         let total_batches = epoch_batches.len();
         let retrieval_steps = retrieval.as_ref().map_or(0, |r| r.steps_per_epoch());

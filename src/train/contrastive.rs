@@ -4,9 +4,10 @@
 //! step), so that the LoRA adapters pull customer wording towards the FAQ's questions instead
 //! of bending the embedding space away from them. Training messages that no entry answers
 //! (`faq_id: null`) take a "no entry" class instead: a learnt similarity floor joins every
-//! step's InfoNCE as one more column, so answered messages must rise above it and unanswered
-//! ones stay under it, teaching the adapters where the knowledge base ends. Also measures top-1 on held-out pairs after
-//! every epoch, for model selection next to the classification heads.
+//! step's InfoNCE as one more column, so answered messages must rise above it and
+//! unanswered ones stay under it, teaching the adapters where the knowledge base ends. Also
+//! measures top-1 on held-out pairs after every epoch, for model selection next to the
+//! classification heads.
 
 use super::adapt::{frozen_pass, pad_batch, Cached, Ctx};
 use crate::eval::faq::read_queries;
@@ -53,14 +54,13 @@ impl RetrievalData {
             .enumerate()
             .map(|(i, e)| (e.id.as_str(), i))
             .collect();
-        let pairs = |path: &Path, nulls: Option<&mut Vec<String>>| -> Result<PairSet> {
+        // The answered pairs of a file, and the texts of its rows that no entry answers.
+        let pairs = |path: &Path| -> Result<(PairSet, Vec<String>)> {
             let mut set = PairSet::default();
-            let mut nulls = nulls;
+            let mut nulls = Vec::new();
             for q in read_queries(path)? {
                 let Some(id) = q.faq_id else {
-                    if let Some(n) = nulls.as_deref_mut() {
-                        n.push(q.text);
-                    }
+                    nulls.push(q.text);
                     continue;
                 };
                 let Some(&e) = index.get(id.as_str()) else {
@@ -76,13 +76,13 @@ impl RetrievalData {
             if set.texts.is_empty() {
                 bail!("{}: no pair names an entry", path.display());
             }
-            Ok(set)
+            Ok((set, nulls))
         };
-        let mut train_null = Vec::new();
+        let (train, train_null) = pairs(train)?;
         Ok(Self {
-            train: pairs(train, Some(&mut train_null))?,
+            train,
             train_null,
-            dev: pairs(dev, None)?,
+            dev: pairs(dev)?.0,
             questions: entries
                 .iter()
                 .map(|e| e.questions.values().flatten().cloned().collect())
