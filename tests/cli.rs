@@ -140,6 +140,15 @@ fn classify_prints_one_json_line_per_text_with_the_documented_fields() {
 }
 
 #[test]
+fn train_refuses_options_that_cannot_train_before_reading_data() {
+    let o = triage(&["train", "--epochs", "0", "--final-lr-fraction", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("epochs must be at least 1"), "{err}");
+    assert!(err.contains("final-lr-fraction must be in [0, 1]"), "{err}");
+}
+
+#[test]
 fn load_generator_refuses_non_loopback_targets() {
     let o = triage(&["load", "--addr", "10.1.2.3:8080", "--duration-s", "1"]);
     assert_eq!(o.status.code(), Some(2));

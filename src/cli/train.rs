@@ -65,25 +65,6 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    if !(0.0..1.0).contains(&a.warmup_fraction) || !(0.0..=1.0).contains(&a.final_lr_fraction) {
-        return Err(InputError(format!(
-            "--warmup-fraction must be in [0, 1) and --final-lr-fraction in [0, 1] (got {} and {})",
-            a.warmup_fraction, a.final_lr_fraction
-        ))
-        .into());
-    }
-    let train_rows = dataset::read_all(&a.data).map_err(|e| InputError(format!("{e:#}")))?;
-    let dev_rows = dataset::read_all(&a.dev).map_err(|e| InputError(format!("{e:#}")))?;
-    let retrieval = if a.retrieval_weight > 0.0 {
-        Some(
-            RetrievalData::load(&a.kb, &a.faq_pairs, &a.faq_held_out)
-                .map_err(|e| InputError(format!("retrieval objective: {e:#}")))?,
-        )
-    } else {
-        None
-    };
-    let opts = a.model.options()?;
-    let (dir, _) = resolve_model_dir(&opts)?;
     let topts = TrainOptions {
         epochs: a.epochs,
         lr: a.lr,
@@ -98,6 +79,21 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         length_buckets: a.length_buckets,
         ..TrainOptions::default()
     };
+    topts
+        .validate()
+        .map_err(|problem| InputError(format!("training options: {problem}")))?;
+    let train_rows = dataset::read_all(&a.data).map_err(|e| InputError(format!("{e:#}")))?;
+    let dev_rows = dataset::read_all(&a.dev).map_err(|e| InputError(format!("{e:#}")))?;
+    let retrieval = if a.retrieval_weight > 0.0 {
+        Some(
+            RetrievalData::load(&a.kb, &a.faq_pairs, &a.faq_held_out)
+                .map_err(|e| InputError(format!("retrieval objective: {e:#}")))?,
+        )
+    } else {
+        None
+    };
+    let opts = a.model.options()?;
+    let (dir, _) = resolve_model_dir(&opts)?;
     let report = train(
         &dir,
         &train_rows,

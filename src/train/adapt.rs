@@ -86,6 +86,51 @@ impl Default for TrainOptions {
     }
 }
 
+impl TrainOptions {
+    /// Why these options cannot train, if they cannot (checked by [`train`] before any
+    /// work, and by the CLI so a bad flag is an input error).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let mut problems = Vec::new();
+        if self.epochs == 0 {
+            problems.push("epochs must be at least 1".to_string());
+        }
+        if self.batch_size == 0 || self.embed_batch == 0 || self.retrieval_batch == 0 {
+            problems.push("batch sizes must be at least 1".to_string());
+        }
+        for (name, v) in [("lr", self.lr), ("lr-adapters", self.lr_adapters)] {
+            if !(v.is_finite() && v > 0.0) {
+                problems.push(format!("{name} must be a positive number (got {v})"));
+            }
+        }
+        if self.top_layers > 0 && self.rank == 0 {
+            problems.push("rank must be at least 1 when layers are adapted".to_string());
+        }
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            problems.push(format!(
+                "warmup-fraction must be in [0, 1) (got {})",
+                self.warmup_fraction
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.final_lr_fraction) {
+            problems.push(format!(
+                "final-lr-fraction must be in [0, 1] (got {})",
+                self.final_lr_fraction
+            ));
+        }
+        if !(self.retrieval_weight.is_finite() && self.retrieval_weight >= 0.0) {
+            problems.push(format!(
+                "retrieval-weight must be 0 or more (got {})",
+                self.retrieval_weight
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
 /// What one head's training achieved.
 #[derive(Debug, Clone, Serialize)]
 pub struct HeadReport {
@@ -154,6 +199,9 @@ pub fn train(
 ) -> Result<TrainReport> {
     if train.is_empty() {
         bail!("no training rows");
+    }
+    if let Err(problem) = opts.validate() {
+        bail!("training options: {problem}");
     }
     let device = Device::Cpu;
     let encoder = Encoder::load(encoder_dir, &device)?;
@@ -757,6 +805,27 @@ fn accuracy(logits: &[Vec<f32>], gold: &[Option<u32>]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_that_cannot_train_are_named() {
+        assert_eq!(TrainOptions::default().validate(), Ok(()));
+        let bad = TrainOptions {
+            epochs: 0,
+            warmup_fraction: 1.0,
+            lr: f64::NAN,
+            ..TrainOptions::default()
+        };
+        let problem = bad.validate().expect_err("three problems");
+        for name in ["epochs", "warmup-fraction", "lr must"] {
+            assert!(problem.contains(name), "{problem}");
+        }
+        let frozen = TrainOptions {
+            top_layers: 0,
+            rank: 0,
+            ..TrainOptions::default()
+        };
+        assert_eq!(frozen.validate(), Ok(()));
+    }
 
     #[test]
     fn bucketed_batches_cover_every_message_once_with_close_lengths() {
