@@ -84,6 +84,7 @@ fn heads_train_save_load_and_predict() {
         lr: 1e-2,
         top_layers: 1,
         embed_batch: 4,
+        dropout: 0.1,
         ..TrainOptions::default()
     };
     let heads_dir = tmp.path().join("heads");

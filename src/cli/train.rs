@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// padding; 0 = plain random batches).
     #[arg(long, default_value_t = TrainOptions::default().length_buckets)]
     pub length_buckets: usize,
+    /// Dropout probability in the adapted layers while training (BERT's sites: attention
+    /// probabilities and sub-layer outputs); 0 turns it off.
+    #[arg(long, default_value_t = TrainOptions::default().dropout)]
+    pub dropout: f32,
     /// Knowledge base whose questions the retrieval objective contrasts against.
     #[arg(long, default_value = "models/faq/default-kb.jsonl")]
     pub kb: PathBuf,
@@ -77,6 +81,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
         warmup_fraction: a.warmup_fraction,
         final_lr_fraction: a.final_lr_fraction,
         length_buckets: a.length_buckets,
+        dropout: a.dropout,
         ..TrainOptions::default()
     };
     topts

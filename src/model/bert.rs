@@ -6,6 +6,8 @@
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, D};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
 /// The six linear maps of a BERT layer, in the order adapters name them.
@@ -87,6 +89,43 @@ pub struct Bert {
 /// Adapters for some layers: `adapters[layer][linear]`.
 pub type LayerAdapters = HashMap<usize, [Option<LoraPair>; 6]>;
 
+/// Training-time dropout where BERT has it (attention probabilities, and each sub-layer's
+/// output before its residual sum), with its own seeded generator: candle's CPU random
+/// numbers cannot be seeded, and a training run must be reproducible from its seed.
+pub struct Dropout {
+    p: f32,
+    rng: StdRng,
+}
+
+impl Dropout {
+    /// Drop each value with probability `p` (in `[0, 1)`), scaling the kept ones by
+    /// `1 / (1 - p)`.
+    pub fn new(p: f32, seed: u64) -> Self {
+        Self {
+            p,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// `x` with a fresh random mask applied (`x` itself when `p` is 0).
+    pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if self.rng.gen::<f32>() < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
+    }
+}
+
 impl Bert {
     /// Build from Hugging Face BERT tensors (with or without a `bert.` prefix).
     pub fn from_tensors(
@@ -161,15 +200,28 @@ impl Bert {
     /// bias `[n, 1, 1, len]` (0 keep, large negative drop).
     pub fn layers(
         &self,
-        mut x: Tensor,
+        x: Tensor,
         mask_bias: &Tensor,
         from: usize,
         to: usize,
         adapters: Option<&LayerAdapters>,
     ) -> Result<Tensor> {
+        self.layers_with_dropout(x, mask_bias, from, to, adapters, None)
+    }
+
+    /// [`Bert::layers`] in training mode: with `dropout`, BERT's dropout sites are active.
+    pub fn layers_with_dropout(
+        &self,
+        mut x: Tensor,
+        mask_bias: &Tensor,
+        from: usize,
+        to: usize,
+        adapters: Option<&LayerAdapters>,
+        mut dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
         for i in from..to {
             let ad = adapters.and_then(|a| a.get(&i));
-            x = self.layer(&self.layers[i], &x, mask_bias, ad)?;
+            x = self.layer(&self.layers[i], &x, mask_bias, ad, dropout.as_deref_mut())?;
         }
         Ok(x)
     }
@@ -180,8 +232,15 @@ impl Bert {
         x: &Tensor,
         mask_bias: &Tensor,
         ad: Option<&[Option<LoraPair>; 6]>,
+        mut dropout: Option<&mut Dropout>,
     ) -> Result<Tensor> {
         let a = |i: usize| ad.and_then(|a| a[i].as_ref());
+        let mut drop = |t: Tensor| -> Result<Tensor> {
+            match dropout.as_deref_mut() {
+                Some(d) => d.apply(&t),
+                None => Ok(t),
+            }
+        };
         let (n, len, hidden) = x.dims3()?;
         let hd = hidden / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
@@ -193,15 +252,17 @@ impl Bert {
         let k = split(l.lin[1].forward(x, a(1))?)?;
         let v = split(l.lin[2].forward(x, a(2))?)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask_bias)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = drop(candle_nn::ops::softmax(&scores, D::Minus1)?)?;
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((n, len, hidden))?;
-        let attn = l.attn_norm.forward(&(l.lin[3].forward(&ctx, a(3))? + x)?)?;
+        let attn = l
+            .attn_norm
+            .forward(&(drop(l.lin[3].forward(&ctx, a(3))?)? + x)?)?;
         let inter = l.lin[4].forward(&attn, a(4))?.gelu_erf()?;
         l.out_norm
-            .forward(&(l.lin[5].forward(&inter, a(5))? + attn)?)
+            .forward(&(drop(l.lin[5].forward(&inter, a(5))?)? + attn)?)
     }
 }
 
@@ -215,4 +276,36 @@ pub fn mask_bias(mask: &Tensor) -> Result<Tensor> {
 pub fn load_tensors(dir: &std::path::Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let p = dir.join("model.safetensors");
     candle_core::safetensors::load(&p, device).with_context(|| format!("loading {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_is_seeded_scaled_and_off_at_zero() {
+        let x = Tensor::ones((64, 256), DType::F32, &Device::Cpu).unwrap();
+        let draw = |seed| -> Vec<f32> {
+            let mut d = Dropout::new(0.25, seed);
+            d.apply(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (a, b, c) = (draw(1), draw(1), draw(2));
+        assert_eq!(a, b, "same seed, same mask");
+        assert_ne!(a, c, "another seed, another mask");
+        let dropped = a.iter().filter(|&&v| v == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.03, "dropped {dropped}");
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        assert!((mean - 1.0).abs() < 0.05, "mean {mean}");
+        let off = Dropout::new(0.0, 1).apply(&x).unwrap();
+        assert_eq!(
+            off.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.0; 64 * 256]
+        );
+    }
 }

@@ -9,7 +9,9 @@ use super::calibrate::{fit_temperature, softmax};
 use super::contrastive::{RetrievalData, RetrievalTask};
 use crate::dataset::Labeled;
 use crate::eval::expected_calibration_error;
-use crate::model::bert::{load_tensors, mask_bias, Bert, LayerAdapters, LoraPair, LINEARS};
+use crate::model::bert::{
+    load_tensors, mask_bias, Bert, Dropout, LayerAdapters, LoraPair, LINEARS,
+};
 use crate::model::encoder::{length_sorted_batches, mean_pool_normalize};
 use crate::model::heads::{AdapterSpec, HeadSpec, HeadsMeta, HEADS_META, HEADS_WEIGHTS};
 use crate::model::lora::ADAPTERS_FILE;
@@ -22,6 +24,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -60,6 +63,9 @@ pub struct TrainOptions {
     /// batches, whose order is then shuffled, so a batch pads to lengths close to its
     /// own (0 = plain random batches).
     pub length_buckets: usize,
+    /// BERT's dropout (attention probabilities and sub-layer outputs) in the adapted
+    /// layers while training, from its own generator seeded by `seed` (0 = off).
+    pub dropout: f32,
 }
 
 impl Default for TrainOptions {
@@ -82,6 +88,7 @@ impl Default for TrainOptions {
             warmup_fraction: 0.05,
             final_lr_fraction: 0.1,
             length_buckets: 20,
+            dropout: 0.0,
         }
     }
 }
@@ -116,6 +123,9 @@ impl TrainOptions {
                 "final-lr-fraction must be in [0, 1] (got {})",
                 self.final_lr_fraction
             ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            problems.push(format!("dropout must be in [0, 1) (got {})", self.dropout));
         }
         if !(self.retrieval_weight.is_finite() && self.retrieval_weight >= 0.0) {
             problems.push(format!(
@@ -332,6 +342,8 @@ pub fn train(
         n_layers,
         scale,
         input_scale: opts.input_scale as f64,
+        dropout: (opts.dropout > 0.0)
+            .then(|| RefCell::new(Dropout::new(opts.dropout, opts.seed.wrapping_add(1)))),
     };
     let t1 = std::time::Instant::now();
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -568,19 +580,38 @@ pub(super) struct Ctx<'a> {
     n_layers: usize,
     scale: f64,
     input_scale: f64,
+    /// Dropout of the training forward ([`Ctx::embedded`]); evaluation runs without.
+    dropout: Option<RefCell<Dropout>>,
 }
 
 impl Ctx<'_> {
-    /// Top layers + mean pooling + normalisation: the retrieval vector.
+    /// Top layers + mean pooling + normalisation: the retrieval vector, in training mode
+    /// (with the configured dropout).
     pub(super) fn embedded(
         &self,
         x: Tensor,
         mask: &Tensor,
         adapters: Option<&LayerAdapters>,
     ) -> Result<Tensor> {
-        let h = self
-            .bert
-            .layers(x, &mask_bias(mask)?, self.lower, self.n_layers, adapters)?;
+        let mut dropout = self.dropout.as_ref().map(|d| d.borrow_mut());
+        self.forward(x, mask, adapters, dropout.as_deref_mut())
+    }
+
+    fn forward(
+        &self,
+        x: Tensor,
+        mask: &Tensor,
+        adapters: Option<&LayerAdapters>,
+        dropout: Option<&mut Dropout>,
+    ) -> Result<Tensor> {
+        let h = self.bert.layers_with_dropout(
+            x,
+            &mask_bias(mask)?,
+            self.lower,
+            self.n_layers,
+            adapters,
+            dropout,
+        )?;
         mean_pool_normalize(&h, mask)
     }
 
@@ -598,7 +629,7 @@ impl Ctx<'_> {
         let mut parts = Vec::new();
         for chunk in order.chunks(64) {
             let (x, mask) = pad_batch(cache, chunk)?;
-            parts.push(self.embedded(x, &mask, Some(adapters))?.detach());
+            parts.push(self.forward(x, &mask, Some(adapters), None)?.detach());
         }
         let sorted = Tensor::cat(&parts, 0)?;
         // Row k of `sorted` is message order[k]: invert the permutation.
@@ -813,10 +844,11 @@ mod tests {
             epochs: 0,
             warmup_fraction: 1.0,
             lr: f64::NAN,
+            dropout: 1.0,
             ..TrainOptions::default()
         };
-        let problem = bad.validate().expect_err("three problems");
-        for name in ["epochs", "warmup-fraction", "lr must"] {
+        let problem = bad.validate().expect_err("four problems");
+        for name in ["epochs", "warmup-fraction", "lr must", "dropout"] {
             assert!(problem.contains(name), "{problem}");
         }
         let frozen = TrainOptions {
