@@ -342,8 +342,7 @@ pub fn train(
         n_layers,
         scale,
         input_scale: opts.input_scale as f64,
-        dropout: (opts.dropout > 0.0)
-            .then(|| RefCell::new(Dropout::new(opts.dropout, opts.seed.wrapping_add(1)))),
+        dropout: RefCell::new(Dropout::new(opts.dropout, opts.seed.wrapping_add(1))),
     };
     let t1 = std::time::Instant::now();
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -580,8 +579,9 @@ pub(super) struct Ctx<'a> {
     n_layers: usize,
     scale: f64,
     input_scale: f64,
-    /// Dropout of the training forward ([`Ctx::embedded`]); evaluation runs without.
-    dropout: Option<RefCell<Dropout>>,
+    /// Dropout of the training forward ([`Ctx::embedded`], identity at 0); evaluation
+    /// runs without.
+    dropout: RefCell<Dropout>,
 }
 
 impl Ctx<'_> {
@@ -593,8 +593,7 @@ impl Ctx<'_> {
         mask: &Tensor,
         adapters: Option<&LayerAdapters>,
     ) -> Result<Tensor> {
-        let mut dropout = self.dropout.as_ref().map(|d| d.borrow_mut());
-        self.forward(x, mask, adapters, dropout.as_deref_mut())
+        self.forward(x, mask, adapters, Some(&mut self.dropout.borrow_mut()))
     }
 
     fn forward(
